@@ -1,0 +1,52 @@
+# hpcbridge — developer and CI entry points. Everything installs itself.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PIP   := $(VENV)/bin/pip
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: demo test install labextension stack stack-status stack-down lint bench clean
+
+## Run the whole system on embedded defaults (no HPC, no Redis server, no JupyterHub).
+demo: install
+	$(VENV)/bin/hpcbridge demo
+
+## Bring up the real stack, run every test and the linter.
+test: install stack
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Re-run the install only when the package definition changed.
+$(VENV)/.installed: $(PY) setup.cfg pyproject.toml
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed labextension
+
+## Build the JupyterLab panel and link it (editable installs never copy data_files).
+labextension: $(VENV)/.installed
+	bash labextension/build.sh $(VENV)
+
+stack: $(VENV)/.installed
+	bash stack/up.sh
+
+stack-status:
+	bash stack/status.sh
+
+stack-down:
+	bash stack/down.sh
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench: install stack
+	$(PY) bench/ssh_pool.py
+	$(PY) bench/api.py
+	$(PY) bench/poll.py
+
+clean: stack-down
+	rm -rf .stack $(VENV) hpcbridge/labextension labextension/node_modules labextension/lib

@@ -1,0 +1,82 @@
+"""Slurm over SSH: sbatch, one squeue + at most one sacct per status round, scancel."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from ..errors import SchedulerError
+from ..spec import JobSpec, render_batch_script
+from ..state import UNKNOWN, JobState, parse_sacct, parse_squeue
+from .base import SchedulerHandler
+
+SQUEUE_FORMAT = "%i|%T|%r|%M|%C"
+SACCT_FORMAT = "JobID,JobName,State,ExitCode,Elapsed,AllocCPUS"
+
+
+class SlurmHandler(SchedulerHandler):
+    kind = "slurm"
+
+    async def submit(self, spec: JobSpec) -> str:
+        script = f"{spec.workdir}/job.sbatch"
+        await self.transport.write_bytes(script, render_batch_script(spec).encode(), 0o700)
+        result = await self.transport.run(["sbatch", "--parsable", script])
+        if result.exit_status != 0:
+            raise SchedulerError(f"sbatch refused the job: {result.stderr.strip()}")
+        job_id = result.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SchedulerError(f"sbatch answered {result.stdout.strip()!r}")
+        return job_id
+
+    async def status_many(self, ids: Sequence[str]) -> dict[str, JobState]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        # One squeue for every job of our account, however many ids are asked about.
+        who = ["-u", self.config.user] if self.config.user else ["--me"]
+        result = await self.transport.run(["squeue", "-h", *who, "-o", SQUEUE_FORMAT])
+        if result.exit_status != 0:
+            raise SchedulerError(f"squeue failed: {result.stderr.strip()}")
+        queued = parse_squeue(result.stdout)
+        states = {i: queued[i] for i in ids if i in queued}
+        gone = [i for i in ids if i not in states]
+        if gone:
+            # The rest left the queue: accounting knows how they ended (one sacct).
+            result = await self.transport.run(
+                ["sacct", "-X", "-n", "-P", "-j", ",".join(gone), f"--format={SACCT_FORMAT}"])
+            if result.exit_status != 0:
+                raise SchedulerError(f"sacct failed: {result.stderr.strip()}")
+            accounted = parse_sacct(result.stdout)
+            for i in gone:
+                states[i] = accounted.get(i) or JobState(i, UNKNOWN)
+        return states
+
+    async def cancel(self, scheduler_id: str) -> None:
+        if not scheduler_id.isdigit():
+            raise SchedulerError(f"not a Slurm job id: {scheduler_id!r}")
+        result = await self.transport.run(["scancel", scheduler_id])
+        if result.exit_status != 0 and "already completing" not in result.stderr \
+                and "Invalid job id" not in result.stderr:
+            raise SchedulerError(f"scancel failed: {result.stderr.strip()}")
+
+    async def find_by_name(self, name: str) -> str | None:
+        result = await self.transport.run(
+            ["squeue", "-h", "-t", "all", "-n", name, "-o", "%i"])
+        ids = result.stdout.split() if result.exit_status == 0 else []
+        if not ids:
+            since = (dt.datetime.now() - dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S")
+            result = await self.transport.run(
+                ["sacct", "-X", "-n", "-P", "-S", since, f"--name={name}", "--format=JobID"])
+            ids = [i for i in result.stdout.split() if i.isdigit()] \
+                if result.exit_status == 0 else []
+        return ids[0] if ids else None
+
+    async def history(self, limit: int = 100) -> list[JobState]:
+        since = (dt.datetime.now() - dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%S")
+        result = await self.transport.run(
+            ["sacct", "-X", "-n", "-P", "-S", since, f"--format={SACCT_FORMAT}"])
+        return list(parse_sacct(result.stdout).values())[-limit:]
+
+    async def partitions(self) -> list[str]:
+        result = await self.transport.run(["sinfo", "-h", "-o", "%R"])
+        found = sorted(set(result.stdout.split())) if result.exit_status == 0 else []
+        return found or list(self.config.partitions)

@@ -1,0 +1,328 @@
+"""A bounded, self-healing pool of asyncssh connections to one HPC.
+
+A few connections, each carrying at most `channels_per_connection` concurrent channels
+(below sshd's MaxSessions of 10), handed out as slot tokens from one queue. A job never
+opens its own connection. One reconnect at a time per connection (a lock), with
+exponential backoff and jitter (tenacity); after the retry budget: `HPCUnavailable`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import posixpath
+import shlex
+import stat
+import time
+from collections.abc import Sequence
+
+import asyncssh
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .config import HPCConfig
+from .errors import (
+    AuthenticationFailed,
+    CommandInterrupted,
+    HostKeyError,
+    HPCUnavailable,
+)
+from .transport import CommandCounter, CommandResult, RemoteEntry, Transport, confine
+
+log = logging.getLogger(__name__)
+
+_LOST = (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError, OSError, EOFError)
+
+
+class _RateLimiter:
+    """At most `per_minute` commands in any 60 s window, spread evenly (a token bucket)."""
+
+    def __init__(self, per_minute: int):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 6.0)  # bursts of up to 10 s worth
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class ConnectorPool(Transport):
+    """SSH commands and SFTP to one HPC through a bounded set of connections."""
+
+    def __init__(self, config: HPCConfig):
+        self.config = config
+        self.commands = CommandCounter()
+        self.connections_opened = 0
+        self.work_root = config.work_root
+        self._conns: list[asyncssh.SSHClientConnection | None] = [None] * config.connections
+        self._locks = [asyncio.Lock() for _ in range(config.connections)]
+        self._slots: asyncio.Queue[int] = asyncio.Queue()
+        # interleave tokens so that load spreads over the connections
+        for _ in range(config.channels_per_connection):
+            for index in range(config.connections):
+                self._slots.put_nowait(index)
+        self._limiter = _RateLimiter(config.commands_per_minute)
+        self._work_root_resolved = False
+        self._closed = False
+
+    # --- connections ----------------------------------------------------------------
+    def _describe(self) -> str:
+        return f"{self.config.user}@{self.config.host}:{self.config.port}"
+
+    async def _open(self) -> asyncssh.SSHClientConnection:
+        cfg = self.config
+        if cfg.key_file and not os.path.exists(cfg.key_file):
+            raise AuthenticationFailed(f"key file {cfg.key_file} for {cfg.id} does not exist")
+        try:
+            client_keys = [asyncssh.read_private_key(cfg.key_file)] if cfg.key_file else None
+        except (asyncssh.KeyImportError, OSError) as exc:
+            raise AuthenticationFailed(f"key file {cfg.key_file} for {cfg.id}: {exc}") from exc
+        try:
+            conn = await asyncssh.connect(
+                cfg.host, port=cfg.port, username=cfg.user or None,
+                client_keys=client_keys, known_hosts=cfg.known_hosts or (),
+                connect_timeout=cfg.connect_timeout, keepalive_interval=cfg.keepalive_interval,
+                keepalive_count_max=3, agent_path=None, password=None,
+                preferred_auth="publickey", config=None)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise HostKeyError(
+                f"host key of {cfg.host}:{cfg.port} ({cfg.id}) is not in known_hosts "
+                f"{cfg.known_hosts or '(none configured)'} or has changed: refused") from exc
+        except asyncssh.PermissionDenied as exc:
+            raise AuthenticationFailed(
+                f"{self._describe()} refused the key {cfg.key_file}: {exc.reason}") from exc
+        self.connections_opened += 1
+        return conn
+
+    async def _connection(self, index: int) -> asyncssh.SSHClientConnection:
+        conn = self._conns[index]
+        if conn is not None and not conn.is_closed():
+            return conn
+        async with self._locks[index]:  # one reconnect at a time per connection
+            conn = self._conns[index]
+            if conn is not None and not conn.is_closed():
+                return conn
+            try:
+                async for attempt in AsyncRetrying(
+                        stop=stop_after_attempt(self.config.connect_retries),
+                        wait=wait_exponential_jitter(initial=0.2, max=5),
+                        retry=retry_if_exception_type((OSError, asyncio.TimeoutError,
+                                                       asyncssh.DisconnectError)),
+                        reraise=True):
+                    with attempt:
+                        conn = await self._open()
+            except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+                raise HPCUnavailable(f"cannot reach {self.config.id} ({self._describe()}): "
+                                     f"{exc or type(exc).__name__}") from exc
+            self._conns[index] = conn
+            return conn
+
+    def _drop(self, index: int, conn) -> None:
+        if self._conns[index] is conn:
+            self._conns[index] = None
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _channel_slot(self):
+        if self._closed:
+            raise HPCUnavailable(f"pool for {self.config.id} is closed")
+        index = await self._slots.get()
+        try:
+            yield index
+        finally:
+            self._slots.put_nowait(index)
+
+    # --- commands -------------------------------------------------------------------
+    async def run(self, argv: Sequence[str], stdin: str | None = None,
+                  timeout: float | None = None) -> CommandResult:
+        """Run one command; argv is quoted with shlex.join, never spliced into shell text."""
+        command = shlex.join(argv)
+        await self._limiter.acquire()
+        for attempt in range(2):  # one retry when the channel never opened
+            async with self._channel_slot() as index:
+                conn = await self._connection(index)
+                try:
+                    self.commands.record(argv)
+                    result = await conn.run(command, input=stdin, check=False,
+                                            timeout=timeout or self.config.command_timeout)
+                except asyncssh.ChannelOpenError as exc:
+                    # the command never started: safe to retry on a fresh connection
+                    self._drop(index, conn)
+                    if attempt:
+                        raise HPCUnavailable(f"{self.config.id}: {exc.reason}") from exc
+                    continue
+                except asyncssh.TimeoutError as exc:
+                    raise CommandInterrupted(
+                        f"{self.config.id}: {argv[0]} timed out after {exc}") from exc
+                except _LOST as exc:
+                    self._drop(index, conn)
+                    raise CommandInterrupted(
+                        f"{self.config.id}: connection lost during {argv[0]}: {exc}") from exc
+                if result.exit_status is None:  # connection lost mid-command
+                    self._drop(index, conn)
+                    raise CommandInterrupted(f"{self.config.id}: {argv[0]} was interrupted")
+                return CommandResult(tuple(argv), result.exit_status,
+                                     _text(result.stdout), _text(result.stderr))
+        raise AssertionError("unreachable")
+
+    # --- SFTP -----------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def sftp(self):
+        for attempt in range(2):
+            async with self._channel_slot() as index:
+                conn = await self._connection(index)
+                try:
+                    client = await conn.start_sftp_client()
+                except asyncssh.ChannelOpenError as exc:
+                    self._drop(index, conn)
+                    if attempt:
+                        raise HPCUnavailable(f"{self.config.id}: {exc.reason}") from exc
+                    continue
+                except _LOST as exc:
+                    self._drop(index, conn)
+                    raise HPCUnavailable(f"{self.config.id}: {exc}") from exc
+                try:
+                    self.commands.record(["sftp"])
+                    yield client
+                except _LOST as exc:
+                    self._drop(index, conn)
+                    raise CommandInterrupted(f"{self.config.id}: sftp: {exc}") from exc
+                finally:
+                    client.exit()
+                return
+
+    async def resolve_work_root(self) -> str:
+        if not self._work_root_resolved:
+            async with self.sftp() as sftp:
+                root = self.config.work_root
+                if root.startswith("~"):
+                    root = root[1:].lstrip("/") or "."
+                await sftp.makedirs(root, exist_ok=True)
+                self.work_root = await sftp.realpath(root)
+            self._work_root_resolved = True
+        return self.work_root
+
+    async def _path(self, path: str) -> str:
+        return confine(await self.resolve_work_root(), path)
+
+    async def makedirs(self, path):
+        full = await self._path(path)
+        async with self.sftp() as sftp:
+            await sftp.makedirs(full, exist_ok=True)
+        return full
+
+    async def write_bytes(self, path, data, mode=0o644):
+        full = await self._path(path)
+        async with self.sftp() as sftp:
+            await sftp.makedirs(posixpath.dirname(full), exist_ok=True)
+            async with sftp.open(full, "wb") as f:
+                await f.write(data)
+            await sftp.chmod(full, mode)
+
+    async def upload(self, local, remote):
+        full = await self._path(remote)
+        async with self.sftp() as sftp:
+            if os.path.isdir(local):
+                await sftp.makedirs(full, exist_ok=True)
+                await sftp.put([os.path.join(local, n) for n in os.listdir(local)], full,
+                               recurse=True, preserve=True, follow_symlinks=False)
+            else:
+                await sftp.makedirs(posixpath.dirname(full), exist_ok=True)
+                await sftp.put(local, full, preserve=True)
+
+    async def download(self, remote, local):
+        full = await self._path(remote)
+        async with self.sftp() as sftp:
+            if await sftp.isdir(full):
+                os.makedirs(local, exist_ok=True)
+                names = [n for n in await sftp.listdir(full) if n not in (".", "..")]
+                if names:
+                    await sftp.get([posixpath.join(full, n) for n in names], local,
+                                   recurse=True, preserve=True)
+            else:
+                os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+                await sftp.get(full, local, preserve=True)
+
+    async def listdir(self, path):
+        full = await self._path(path)
+        entries: list[RemoteEntry] = []
+        async with self.sftp() as sftp:
+            async def walk(folder, prefix):
+                for entry in await sftp.readdir(folder):
+                    if entry.filename in (".", ".."):
+                        continue
+                    rel = posixpath.join(prefix, entry.filename) if prefix else entry.filename
+                    is_dir = stat.S_ISDIR(entry.attrs.permissions or 0)
+                    entries.append(RemoteEntry(rel, 0 if is_dir else entry.attrs.size or 0,
+                                               is_dir))
+                    if is_dir:
+                        await walk(posixpath.join(folder, entry.filename), rel)
+            await walk(full, "")
+        return sorted(entries, key=lambda e: e.path)
+
+    async def stat_size(self, path):
+        full = await self._path(path)
+        async with self.sftp() as sftp:
+            try:
+                return (await sftp.stat(full)).size
+            except asyncssh.SFTPNoSuchFile:
+                return None
+
+    async def read_range(self, path, offset, max_bytes):
+        return (await self.read_ranges([(path, offset, max_bytes)]))[0]
+
+    async def read_ranges(self, requests):
+        """All reads through one SFTP channel: one round of log tails per HPC."""
+        paths = [await self._path(p) for p, _, _ in requests]
+        out = []
+        async with self.sftp() as sftp:
+            for full, (_, offset, max_bytes) in zip(paths, requests):
+                try:
+                    async with sftp.open(full, "rb") as f:
+                        await f.seek(offset)
+                        out.append(await f.read(max_bytes))
+                except asyncssh.SFTPNoSuchFile:
+                    out.append(b"")
+        return out
+
+    async def rmtree(self, path):
+        full = await self._path(path)
+        if full == self.work_root:
+            raise ValueError("refusing to remove the work root itself")
+        async with self.sftp() as sftp:
+            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                await sftp.rmtree(full)
+
+    async def close(self) -> None:
+        self._closed = True
+        for index, conn in enumerate(self._conns):
+            if conn is not None:
+                self._drop(index, conn)
+                with contextlib.suppress(Exception):
+                    await conn.wait_closed()
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for c in self._conns if c is not None and not c.is_closed())
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -1,0 +1,105 @@
+"""A job as the scheduler sees it, and the batch script it becomes (pure)."""
+from __future__ import annotations
+
+import re
+import shlex
+
+from pydantic import BaseModel, Field, field_validator
+
+# Values that end up in #SBATCH lines are parsed by sbatch, not by a shell, so they
+# cannot be quoted: they are restricted to safe characters instead.
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_.:+-]+$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./~+-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_PREFIX = "hpcbridge-"
+
+
+class JobSpec(BaseModel):
+    """Everything a scheduler handler needs to start one job."""
+
+    name: str = Field(description="scheduler job name; carries the hpcbridge job uuid")
+    workdir: str
+    command: str = Field(description="trusted shell text from the app manifest")
+    environment: dict[str, str] = {}
+    partition: str | None = None
+    time_minutes: int = Field(10, ge=1, le=60 * 24 * 30)
+    cpus: int = Field(1, ge=1, le=4096)
+    memory_mb: int | None = Field(None, ge=1)
+    gpus: int = Field(0, ge=0, le=64)
+    account: str | None = None
+    stdout_name: str = "stdout.log"
+    stderr_name: str = "stderr.log"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not _SAFE_WORD.match(v):
+            raise ValueError("job name may hold only letters, digits and _.:+-")
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v):
+        if not v.startswith("/") or not _SAFE_PATH.match(v) or ".." in v.split("/"):
+            raise ValueError("workdir must be absolute, of letters, digits and _./+-, no '..'")
+        return v
+
+    @field_validator("partition", "account")
+    @classmethod
+    def _word(cls, v):
+        if v is not None and not _SAFE_WORD.match(v):
+            raise ValueError("may hold only letters, digits and _.:+-")
+        return v
+
+    @field_validator("environment")
+    @classmethod
+    def _env(cls, v):
+        for key, value in v.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+            if "\0" in value:
+                raise ValueError(f"environment variable {key} holds a NUL byte")
+        return v
+
+    @property
+    def stdout_path(self) -> str:
+        return f"{self.workdir}/{self.stdout_name}"
+
+    @property
+    def stderr_path(self) -> str:
+        return f"{self.workdir}/{self.stderr_name}"
+
+
+def job_name(job_id: str) -> str:
+    """The scheduler job name of an hpcbridge job: how a crashed worker finds it again."""
+    return f"{NAME_PREFIX}{job_id}"
+
+
+def render_batch_script(spec: JobSpec, directives: bool = True) -> str:
+    """The batch script of a job. Every user value is quoted with shlex.quote."""
+    lines = ["#!/bin/bash"]
+    if directives:
+        lines += [
+            f"#SBATCH --job-name={spec.name}",
+            f"#SBATCH --chdir={spec.workdir}",
+            f"#SBATCH --output={spec.stdout_path}",
+            f"#SBATCH --error={spec.stderr_path}",
+            f"#SBATCH --time={spec.time_minutes}",
+            "#SBATCH --nodes=1",
+            "#SBATCH --ntasks=1",
+            f"#SBATCH --cpus-per-task={spec.cpus}",
+        ]
+        if spec.memory_mb:
+            lines.append(f"#SBATCH --mem={spec.memory_mb}M")
+        if spec.partition:
+            lines.append(f"#SBATCH --partition={spec.partition}")
+        if spec.gpus:
+            lines.append(f"#SBATCH --gres=gpu:{spec.gpus}")
+        if spec.account:
+            lines.append(f"#SBATCH --account={spec.account}")
+    lines.append("set -eo pipefail")
+    for key, value in sorted(spec.environment.items()):
+        lines.append(f"export {key}={shlex.quote(value)}")
+    lines.append(f"cd {shlex.quote(spec.workdir)}")
+    lines.append(spec.command)
+    return "\n".join(lines) + "\n"

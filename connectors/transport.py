@@ -1,0 +1,211 @@
+"""What a scheduler handler needs from the machine it drives: commands and files.
+
+`ConnectorPool` (pool.py) provides it over SSH; `LocalTransport` on this machine.
+Paths given to the file methods are confined under the HPC's work root.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import posixpath
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .errors import CommandFailed, PathOutsideWorkRoot
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> CommandResult:
+        if self.exit_status != 0:
+            raise CommandFailed(self.argv, self.exit_status, self.stderr)
+        return self
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    path: str  # relative to the folder that was listed
+    size: int
+    is_dir: bool
+
+
+def confine(root: str, path: str) -> str:
+    """`path` (absolute, or relative to root) as an absolute path inside `root`."""
+    full = posixpath.normpath(posixpath.join(root, path))
+    if full != root and not full.startswith(root.rstrip("/") + "/"):
+        raise PathOutsideWorkRoot(f"{path!r} is outside the work root {root!r}")
+    return full
+
+
+class CommandCounter:
+    """Counts commands by program name, and calls hooks, so batching can be proven."""
+
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+        self.hooks: list[Callable[[Sequence[str]], None]] = []
+
+    def record(self, argv: Sequence[str]) -> None:
+        self.counts[argv[0]] += 1
+        for hook in self.hooks:
+            hook(argv)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Transport:
+    """Interface shared by SSH and local transports."""
+
+    work_root: str
+    commands: CommandCounter
+
+    async def run(self, argv: Sequence[str], stdin: str | None = None,
+                  timeout: float | None = None) -> CommandResult:
+        raise NotImplementedError
+
+    async def resolve_work_root(self) -> str:
+        raise NotImplementedError
+
+    async def makedirs(self, path: str) -> str:
+        raise NotImplementedError
+
+    async def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        raise NotImplementedError
+
+    async def upload(self, local: str, remote: str) -> None:
+        """Copy a local file or folder tree to `remote` (created)."""
+        raise NotImplementedError
+
+    async def download(self, remote: str, local: str) -> None:
+        """Copy a remote file or folder tree to `local`."""
+        raise NotImplementedError
+
+    async def listdir(self, path: str) -> list[RemoteEntry]:
+        """Every file and folder below `path`, recursively."""
+        raise NotImplementedError
+
+    async def stat_size(self, path: str) -> int | None:
+        raise NotImplementedError
+
+    async def read_range(self, path: str, offset: int, max_bytes: int) -> bytes:
+        """Bytes of a file from `offset` (b'' when missing or nothing new)."""
+        raise NotImplementedError
+
+    async def read_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes]:
+        """Several read_range calls, batched where the transport can."""
+        return [await self.read_range(p, o, n) for p, o, n in requests]
+
+    async def rmtree(self, path: str) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class LocalTransport(Transport):
+    """This machine as the 'HPC': for the local handler and the embedded default."""
+
+    def __init__(self, work_root: str):
+        self.work_root = os.path.abspath(os.path.expanduser(work_root))
+        self.commands = CommandCounter()
+
+    def _path(self, path: str) -> str:
+        return confine(self.work_root, path)
+
+    async def resolve_work_root(self) -> str:
+        os.makedirs(self.work_root, exist_ok=True)
+        return self.work_root
+
+    async def run(self, argv, stdin=None, timeout=None):
+        self.commands.record(argv)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(
+            proc.communicate(stdin.encode() if stdin else None), timeout)
+        return CommandResult(tuple(argv), proc.returncode, out.decode(errors="replace"),
+                             err.decode(errors="replace"))
+
+    async def makedirs(self, path):
+        full = self._path(path)
+        await asyncio.to_thread(os.makedirs, full, exist_ok=True)
+        return full
+
+    async def write_bytes(self, path, data, mode=0o644):
+        full = self._path(path)
+
+        def write():
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "wb") as f:
+                f.write(data)
+            os.chmod(full, mode)
+        await asyncio.to_thread(write)
+
+    async def upload(self, local, remote):
+        full = self._path(remote)
+
+        def copy():
+            if os.path.isdir(local):
+                shutil.copytree(local, full, dirs_exist_ok=True, symlinks=False)
+            else:
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                shutil.copy2(local, full)
+        await asyncio.to_thread(copy)
+
+    async def download(self, remote, local):
+        full = self._path(remote)
+
+        def copy():
+            if os.path.isdir(full):
+                shutil.copytree(full, local, dirs_exist_ok=True, symlinks=False,
+                                ignore_dangling_symlinks=True)
+            else:
+                os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+                shutil.copy2(full, local)
+        await asyncio.to_thread(copy)
+
+    async def listdir(self, path):
+        full = self._path(path)
+
+        def walk():
+            entries = []
+            for dirpath, dirnames, filenames in os.walk(full):
+                for name in dirnames:
+                    entries.append(RemoteEntry(
+                        os.path.relpath(os.path.join(dirpath, name), full), 0, True))
+                for name in filenames:
+                    p = os.path.join(dirpath, name)
+                    entries.append(RemoteEntry(os.path.relpath(p, full),
+                                               os.lstat(p).st_size, False))
+            return sorted(entries, key=lambda e: e.path)
+        return await asyncio.to_thread(walk)
+
+    async def stat_size(self, path):
+        try:
+            return os.stat(self._path(path)).st_size
+        except FileNotFoundError:
+            return None
+
+    async def read_range(self, path, offset, max_bytes):
+        full = self._path(path)
+
+        def read():
+            try:
+                with open(full, "rb") as f:
+                    f.seek(offset)
+                    return f.read(max_bytes)
+            except FileNotFoundError:
+                return b""
+        return await asyncio.to_thread(read)
+
+    async def rmtree(self, path):
+        full = self._path(path)
+        await asyncio.to_thread(shutil.rmtree, full, True)

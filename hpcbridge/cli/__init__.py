@@ -1,0 +1,4 @@
+"""The `hpcbridge` command."""
+from .main import main
+
+__all__ = ["main"]

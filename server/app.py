@@ -1,0 +1,171 @@
+"""`hpcbridge server`: the middleware (tornado), configured with traitlets."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Float, Int, Type, Unicode, default
+from traitlets.config import Application
+
+from hpcbridge import __version__
+from hpcbridge.config import Site
+
+from . import handlers as H
+from .apps import fetch_app
+from .auth import Authenticator, HubAuthenticator, StaticTokenAuthenticator
+from .errors import APIError
+from .openapi import build_openapi
+from .queue import JobQueue
+from .store import Store
+
+log = logging.getLogger("hpcbridge.server")
+
+
+@dataclass
+class ServerContext:
+    site: Site
+    store: Store
+    queue: JobQueue
+    authenticator: Authenticator
+    hpcs: dict
+    api_prefix: str
+    openapi: dict
+    max_upload_bytes: int
+    sse_interval: float
+
+
+def make_routes(prefix: str):
+    p = prefix.rstrip("/")
+    jid = r"(?P<job_id>[0-9a-f]{32})"
+    return [
+        (rf"{p}/health", H.HealthHandler),
+        (rf"{p}/spec", H.SpecHandler),
+        (rf"{p}/me", H.MeHandler),
+        (rf"{p}/hpcs", H.HPCsHandler),
+        (rf"{p}/apps", H.AppsHandler),
+        (rf"{p}/apps/(?P<app_id>[^/]+)", H.AppHandler),
+        (rf"{p}/jobs", H.JobsHandler),
+        (rf"{p}/jobs/{jid}", H.JobHandler),
+        (rf"{p}/jobs/{jid}/events", H.JobEventsHandler),
+        (rf"{p}/jobs/{jid}/logs", H.JobLogsHandler),
+        (rf"{p}/jobs/{jid}/cancel", H.JobCancelHandler),
+        (rf"{p}/jobs/{jid}/results", H.ResultsHandler),
+        (rf"{p}/jobs/{jid}/results/(?P<rel>.*)", H.ResultFileHandler),
+        (rf"{p}/jobs/(?P<job_id>[^/]+)(?:/.*)?", H.NotFoundHandler),
+        (rf"{p}/uploads", H.UploadHandler),
+        (rf"{p}/events/stream", H.EventStreamHandler),
+        (rf"{p}/admin/jobs", H.AdminJobsHandler),
+        (rf"{p}/admin/jobs/{jid}/cancel", H.AdminCancelHandler),
+        (rf"{p}/admin/users/(?P<name>[^/]+)/quota", H.AdminQuotaHandler),
+        (rf"{p}/admin/hpcs/(?P<hpc_id>[^/]+)/(?P<action>drain|resume)", H.AdminDrainHandler),
+        (rf"{p}/admin/workers", H.AdminWorkersHandler),
+    ]
+
+
+class HPCBridgeServer(Application):
+    name = "hpcbridge-server"
+    version = __version__
+    description = "The hpcbridge middleware: REST API, job store and queue."
+    classes = [Site, HubAuthenticator, StaticTokenAuthenticator]
+    aliases = {"ip": "HPCBridgeServer.ip", "port": "HPCBridgeServer.port",
+               "config": "HPCBridgeServer.config_file", "data-dir": "Site.data_dir",
+               "db-url": "Site.db_url", "redis-url": "Site.redis_url",
+               "log-level": "Application.log_level"}
+    flags = {"generate-config": ({"HPCBridgeServer": {"generate_config": True}},
+                                 "write hpcbridge_config.py with every setting, commented")}
+
+    config_file = Unicode("hpcbridge_config.py", help="Config file to load.").tag(config=True)
+    generate_config = Bool(False, help="Write the config file and exit.").tag(config=True)
+    ip = Unicode("127.0.0.1", help="Address to listen on.").tag(config=True)
+    port = Int(8710, help="Port to listen on.").tag(config=True)
+    base_url = Unicode("/", help="URL prefix, e.g. /services/hpcbridge/ behind JupyterHub's "
+                                 "proxy. Default: $JUPYTERHUB_SERVICE_PREFIX or /."
+                       ).tag(config=True)
+
+    @default("base_url")
+    def _base_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+
+    authenticator_class = Type(HubAuthenticator, klass=Authenticator,
+                               help="How tokens become users: HubAuthenticator (JupyterHub) "
+                                    "or StaticTokenAuthenticator.").tag(config=True)
+    max_upload_size = Int(1 << 30, help="Largest upload in bytes.").tag(config=True)
+    sse_interval = Float(1.0, help="Seconds between checks for job changes in the event "
+                                   "stream.").tag(config=True)
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        if self.generate_config:
+            return
+        if os.path.exists(self.config_file):
+            self.load_config_file(self.config_file)
+            self.update_config(self.cli_config)  # the command line wins
+        self.site = Site(parent=self)
+        self.ctx = self.make_context()
+
+    def make_context(self) -> ServerContext:
+        store = Store(self.site.db_url)
+        hpcs = self.site.hpc_configs()
+        self.register_apps(store)
+        prefix = self.base_url.rstrip("/") + "/api/v1/"
+        return ServerContext(site=self.site, store=store, queue=JobQueue(self.site),
+                             authenticator=self.authenticator_class(parent=self), hpcs=hpcs,
+                             api_prefix=prefix, openapi=build_openapi(prefix.rstrip("/")),
+                             max_upload_bytes=self.max_upload_size,
+                             sse_interval=self.sse_interval)
+
+    def register_apps(self, store: Store) -> None:
+        for source in self.site.apps:
+            try:
+                store.put_app(fetch_app(source, self.site.apps_dir))
+            except APIError as exc:
+                self.log.error("app %s not registered: %s", source, exc.message)
+
+    def make_app(self) -> web.Application:
+        prefix = self.base_url.rstrip("/") + "/api/v1"
+        return web.Application(make_routes(prefix), ctx=self.ctx,
+                               default_handler_class=H.NotFoundHandler,
+                               log_function=self._log_request)
+
+    def _log_request(self, handler):
+        # never log query strings or headers: tokens must not reach logs
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING
+        if status >= 500:
+            level = logging.ERROR
+        self.log.log(level, "%d %s %s %.1fms", status, handler.request.method,
+                     handler.request.path, 1000 * handler.request.request_time())
+
+    def start(self):
+        if self.generate_config:
+            with open(self.config_file, "w") as f:
+                f.write(self.generate_config_file())
+            print(f"wrote {self.config_file}")
+            return
+        asyncio.run(self.serve())
+
+    async def serve(self, ready: asyncio.Event | None = None):
+        server = HTTPServer(self.make_app(), xheaders=True, max_body_size=self.max_upload_size + 1)
+        server.listen(self.port, self.ip)
+        self.log.info("hpcbridge middleware %s on http://%s:%d%s", __version__, self.ip,
+                      self.port, self.base_url.rstrip("/") + "/api/v1")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        server.stop()
+        await server.close_all_connections()
+
+
+main = HPCBridgeServer.launch_instance

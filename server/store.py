@@ -1,0 +1,334 @@
+"""The store: the one module that writes the database (seeds/001).
+
+Every status change goes through `transition`, which is guarded by the lifecycle table
+(a conditional UPDATE, so two workers can never both move a job) and records an Event.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, update
+from sqlmodel import Session, create_engine, select
+
+from hpcbridge.lifecycle import ACTIVE, IN_SCHEDULER, TIMESTAMPS, sources_of
+
+from .models import (
+    App,
+    Event,
+    HPCState,
+    Job,
+    LogChunk,
+    Quota,
+    Upload,
+    Worker,
+    utcnow,
+)
+
+
+def make_engine(url: str):
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # WAL: readers never wait for the writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str, create: bool = True):
+        self.url = url
+        self.engine = make_engine(url)
+        if create:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema up to date (alembic; see server/migrations)."""
+        from .migrations import upgrade
+        upgrade(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # --- jobs -----------------------------------------------------------------------
+    def create_job(self, **fields) -> Job:
+        now = utcnow()
+        job = Job(**fields, created_at=now, queued_at=now, updated_at=now, status="queued")
+        with self.session() as s:
+            s.add(job)
+            s.flush()  # the job row first: events reference it
+            s.add(Event(job_id=job.id, time=now, type="queued",
+                        message=f"queued for {job.hpc}"))
+            s.commit()
+        return job
+
+    def get_job(self, job_id: str, user: str | None = None) -> Job | None:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+        if job is None or (user is not None and job.user != user):
+            return None
+        return job
+
+    def list_jobs(self, user: str | None = None, status: Sequence[str] | None = None,
+                  app: str | None = None, hpc: str | None = None, limit: int = 50,
+                  offset: int = 0, since: dt.datetime | None = None) -> tuple[list[Job], int]:
+        query = select(Job)
+        if user is not None:
+            query = query.where(Job.user == user)
+        if status:
+            query = query.where(Job.status.in_(list(status)))
+        if app:
+            query = query.where(Job.app == app)
+        if hpc:
+            query = query.where(Job.hpc == hpc)
+        if since is not None:
+            query = query.where(Job.updated_at > since)
+        with self.session() as s:
+            total = s.exec(select(func.count()).select_from(query.subquery())).one()
+            jobs = s.exec(query.order_by(Job.created_at.desc(), Job.id)
+                          .offset(offset).limit(limit)).all()
+        return list(jobs), total
+
+    def active_jobs(self, hpc: str, statuses: Iterable[str] = ACTIVE) -> list[Job]:
+        with self.session() as s:
+            return list(s.exec(select(Job).where(Job.hpc == hpc, Job.status.in_(list(statuses)))
+                               .order_by(Job.queued_at, Job.id)).all())
+
+    def count_jobs(self, hpc: str, statuses: Iterable[str] = IN_SCHEDULER) -> int:
+        with self.session() as s:
+            return s.exec(select(func.count()).select_from(Job).where(
+                Job.hpc == hpc, Job.status.in_(list(statuses)))).one()
+
+    def next_queued(self, hpc: str, n: int) -> list[Job]:
+        """Up to n queued jobs, round-robin across users, oldest first within a user."""
+        if n <= 0:
+            return []
+        with self.session() as s:
+            queued = s.exec(select(Job).where(Job.hpc == hpc, Job.status == "queued")
+                            .order_by(Job.queued_at, Job.id)).all()
+        by_user: dict[str, list[Job]] = {}
+        for job in queued:
+            by_user.setdefault(job.user, []).append(job)
+        # users whose oldest job waits longest go first in each round
+        rounds = itertools.zip_longest(*by_user.values())
+        picked = [job for rnd in rounds for job in rnd if job is not None]
+        return picked[:n]
+
+    def transition(self, job_id: str, to: str, message: str, *, event_type: str | None = None,
+                   expect: Iterable[str] | None = None, **fields: Any) -> bool:
+        """Move a job to `to` if the lifecycle allows it from its current status.
+
+        Returns False (and writes nothing) when another worker moved it first.
+        """
+        allowed = sources_of(to)
+        if expect is not None:
+            allowed = allowed & frozenset(expect)
+        now = utcnow()
+        values = {"status": to, "updated_at": now, "message": message, **fields}
+        if to in TIMESTAMPS:
+            values[TIMESTAMPS[to]] = now
+        with self.session() as s:
+            result = s.exec(update(Job).where(Job.id == job_id, Job.status.in_(list(allowed)))
+                            .values(**values))
+            if result.rowcount != 1:
+                s.rollback()
+                return False
+            s.add(Event(job_id=job_id, time=now, type=event_type or to, message=message))
+            s.commit()
+        return True
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Fields that are not a status change (cursors, scheduler figures)."""
+        with self.session() as s:
+            s.exec(update(Job).where(Job.id == job_id).values(**fields))
+            s.commit()
+
+    def touch_job(self, job_id: str, message: str | None = None) -> None:
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if message is not None:
+            values["message"] = message
+        self.update_job(job_id, **values)
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return None
+            if job.status in ACTIVE and not job.cancel_requested:
+                job.cancel_requested = True
+                job.updated_at = utcnow()
+                s.add(Event(job_id=job_id, time=job.updated_at, type="cancel_requested",
+                            message="cancel requested"))
+                s.add(job)
+                s.commit()
+                s.refresh(job)
+            return job
+
+    # --- events ---------------------------------------------------------------------
+    def add_event(self, job_id: str, type_: str, message: str, touch: bool = True) -> None:
+        now = utcnow()
+        with self.session() as s:
+            s.add(Event(job_id=job_id, time=now, type=type_, message=message))
+            if touch:
+                s.exec(update(Job).where(Job.id == job_id)
+                       .values(updated_at=now, message=message))
+            s.commit()
+
+    def last_event(self, job_id: str) -> Event | None:
+        with self.session() as s:
+            return s.exec(select(Event).where(Event.job_id == job_id)
+                          .order_by(Event.id.desc()).limit(1)).first()
+
+    def events(self, job_id: str) -> list[Event]:
+        with self.session() as s:
+            return list(s.exec(select(Event).where(Event.job_id == job_id)
+                               .order_by(Event.id)).all())
+
+    # --- logs -----------------------------------------------------------------------
+    def append_log(self, job_id: str, stream: str, offset: int, data: bytes) -> bool:
+        """Append bytes at `offset` if that is the current end (idempotent under retries)."""
+        if not data:
+            return False
+        cursor = Job.stdout_size if stream == "stdout" else Job.stderr_size
+        with self.session() as s:
+            result = s.exec(update(Job).where(Job.id == job_id, cursor == offset)
+                            .values({cursor.key: offset + len(data),
+                                     "log_changed_at": utcnow()}))
+            if result.rowcount != 1:
+                s.rollback()
+                return False
+            s.add(LogChunk(job_id=job_id, stream=stream, offset=offset, data=data))
+            s.commit()
+        return True
+
+    def read_log(self, job_id: str, stream: str, offset: int = 0,
+                 limit: int = 1 << 20) -> tuple[bytes, int]:
+        with self.session() as s:
+            chunks = s.exec(select(LogChunk).where(
+                LogChunk.job_id == job_id, LogChunk.stream == stream,
+                LogChunk.offset + func.length(LogChunk.data) > offset)
+                .order_by(LogChunk.offset)).all()
+        out = bytearray()
+        position = offset
+        for chunk in chunks:
+            start = position - chunk.offset
+            if start < 0:
+                break
+            out += chunk.data[start:]
+            position = chunk.offset + len(chunk.data)
+            if len(out) >= limit:
+                break
+        data = bytes(out[:limit])
+        return data, offset + len(data)
+
+    # --- apps, uploads --------------------------------------------------------------
+    def put_app(self, app: App) -> App:
+        with self.session() as s:
+            s.merge(app)
+            s.commit()
+        return app
+
+    def get_app(self, app_id: str) -> App | None:
+        with self.session() as s:
+            return s.get(App, app_id)
+
+    def list_apps(self) -> list[App]:
+        with self.session() as s:
+            return list(s.exec(select(App).order_by(App.id)).all())
+
+    def add_upload(self, **fields) -> Upload:
+        upload = Upload(**fields)
+        with self.session() as s:
+            s.add(upload)
+            s.commit()
+        return upload
+
+    def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
+        with self.session() as s:
+            upload = s.get(Upload, upload_id)
+        if upload is None or (user is not None and upload.user != user):
+            return None
+        return upload
+
+    # --- quota ----------------------------------------------------------------------
+    def quota(self, user: str, default_limit: float | None = None) -> Quota:
+        with self.session() as s:
+            quota = s.get(Quota, user)
+        return quota or Quota(user=user, limit_seconds=default_limit, used_seconds=0)
+
+    def set_quota(self, user: str, limit_seconds: float | None) -> Quota:
+        with self.session() as s:
+            quota = s.get(Quota, user) or Quota(user=user)
+            quota.limit_seconds = limit_seconds
+            s.add(quota)
+            s.commit()
+            s.refresh(quota)
+        return quota
+
+    def charge(self, job_id: str, seconds: float, default_limit: float | None = None) -> bool:
+        """Charge a finished job's compute time to its user, once."""
+        with self.session() as s:
+            result = s.exec(update(Job).where(Job.id == job_id, Job.charged_seconds.is_(None))
+                            .values(charged_seconds=seconds))
+            if result.rowcount != 1:
+                s.rollback()
+                return False
+            user = s.get(Job, job_id).user
+            quota = s.get(Quota, user) or Quota(user=user, limit_seconds=default_limit)
+            quota.used_seconds = (quota.used_seconds or 0) + seconds
+            s.add(quota)
+            s.commit()
+        return True
+
+    # --- HPC state, workers -----------------------------------------------------------
+    def hpc_state(self, hpc: str) -> HPCState:
+        with self.session() as s:
+            return s.get(HPCState, hpc) or HPCState(id=hpc)
+
+    def set_hpc_state(self, hpc: str, **fields) -> None:
+        with self.session() as s:
+            state = s.get(HPCState, hpc) or HPCState(id=hpc)
+            for key, value in fields.items():
+                setattr(state, key, value)
+            s.add(state)
+            s.commit()
+
+    def heartbeat(self, worker_id: str, host: str, pid: int, leases: list[str]) -> None:
+        with self.session() as s:
+            worker = s.get(Worker, worker_id) or Worker(id=worker_id, host=host, pid=pid)
+            worker.heartbeat_at = utcnow()
+            worker.leases = list(leases)
+            s.add(worker)
+            s.commit()
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self.session() as s:
+            worker = s.get(Worker, worker_id)
+            if worker:
+                s.delete(worker)
+                s.commit()
+
+    def workers(self) -> list[Worker]:
+        with self.session() as s:
+            return list(s.exec(select(Worker).order_by(Worker.started_at)).all())
+
+    def stale_jobs(self, statuses: Iterable[str], older_than: dt.datetime) -> list[Job]:
+        with self.session() as s:
+            return list(s.exec(select(Job).where(Job.status.in_(list(statuses)),
+                                                 Job.updated_at < older_than)).all())
+
+
