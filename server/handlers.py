@@ -149,7 +149,8 @@ class NotFoundHandler(APIHandler):
     auth_required = False
 
     def prepare(self):
-        raise E.NotFound(f"no route {self.request.path}")
+        job_id = self.path_kwargs.get("job_id")
+        raise E.NotFound(f"no job {job_id}" if job_id else f"no route {self.request.path}")
 
 
 class HealthHandler(APIHandler):

@@ -1,0 +1,270 @@
+"""The Python SDK: hpcbridge from a notebook.
+
+    from hpcbridge import Client
+    client = Client()                      # URL and token from the environment
+    job = client.submit("primes", params={"limit": 100000})
+    job.wait()                             # a progress bar
+    print(job.logs())
+    job.download("results/")
+"""
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from .errors import (
+    ConfigurationError,
+    HPCBridgeError,
+    JobFailed,
+    Unavailable,
+    error_for,
+)
+from .schemas import FINAL_STATUSES, AppInfo, EventInfo, HPCInfo, JobInfo, Me, ResultEntry
+
+STEPS = ["queued", "staging", "submitted", "running", "finishing"]
+
+
+class Client:
+    """A connection to the hpcbridge middleware.
+
+    url: the middleware (default $HPCBRIDGE_URL); token: a JupyterHub token (default
+    $HPCBRIDGE_TOKEN, then $JUPYTERHUB_API_TOKEN, which every hub-spawned server has).
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None,
+                 timeout: float = 30.0, retries: int = 3):
+        url = url or os.environ.get("HPCBRIDGE_URL")
+        token = token or os.environ.get("HPCBRIDGE_TOKEN") or \
+            os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not url:
+            raise ConfigurationError(
+                "hpcbridge does not know where its middleware is: set HPCBRIDGE_URL "
+                "(e.g. http://127.0.0.1:8710; on a JupyterHub the administrator sets it) "
+                "or pass Client(url=...)")
+        if not token:
+            raise ConfigurationError(
+                "hpcbridge has no token: set HPCBRIDGE_TOKEN (or run inside a JupyterHub "
+                "server, which sets JUPYTERHUB_API_TOKEN) or pass Client(token=...)")
+        base = url.rstrip("/")
+        self.url = base if base.endswith("/api/v1") else base + "/api/v1"
+        self._http = httpx.Client(
+            base_url=self.url + "/", timeout=timeout,
+            headers={"Authorization": f"token {token}", "User-Agent": "hpcbridge-sdk"},
+            transport=httpx.HTTPTransport(retries=retries))  # retries connection errors
+
+    # --- plumbing -------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach the hpcbridge middleware at {self.url}: "
+                              f"{exc or type(exc).__name__}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"message": response.text[:500] or response.reason_phrase}
+            raise error_for(response.status_code, body if isinstance(body, dict) else {})
+        return response
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- what is there ----------------------------------------------------------------
+    def me(self) -> Me:
+        return Me(**self._json("GET", "me"))
+
+    def hpcs(self) -> list[HPCInfo]:
+        return [HPCInfo(**h) for h in self._json("GET", "hpcs")]
+
+    def apps(self) -> list[AppInfo]:
+        return [AppInfo(**a) for a in self._json("GET", "apps")]
+
+    # --- jobs -----------------------------------------------------------------------
+    def submit(self, app: str, hpc: str | None = None, params: dict | None = None,
+               resources: dict | None = None, upload: str | None = None) -> Job:
+        """Submit a job; `upload` is a local file or folder sent along as its data."""
+        upload_id = self.upload(upload) if upload else None
+        body = {"app": app, "hpc": hpc, "params": params or {}, "resources": resources or {},
+                "upload": upload_id}
+        return Job(self, JobInfo(**self._json("POST", "jobs", json=body)))
+
+    def upload(self, path: str) -> str:
+        """Send a file or folder (zipped on the fly); its upload id."""
+        if not os.path.exists(path):
+            raise HPCBridgeError(f"nothing to upload at {path}")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return self._json("POST", "uploads", params={"name": os.path.basename(path)},
+                                  content=_chunks(f))["id"]
+        with tempfile.TemporaryFile() as tmp:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                for dirpath, _, files in os.walk(path):
+                    for name in files:
+                        full = os.path.join(dirpath, name)
+                        if not os.path.islink(full):
+                            zf.write(full, os.path.relpath(full, path))
+            tmp.seek(0)
+            return self._json("POST", "uploads", params={"name": "data.zip"},
+                              content=_chunks(tmp))["id"]
+
+    def jobs(self, status: str | list[str] | None = None, app: str | None = None,
+             hpc: str | None = None, limit: int = 50) -> list[Job]:
+        if isinstance(status, str):
+            status = [status]
+        params = {"limit": limit, "app": app, "hpc": hpc,
+                  "status": ",".join(status) if status else None}
+        data = self._json("GET", "jobs", params={k: v for k, v in params.items() if v})
+        return [Job(self, JobInfo(**j)) for j in data["jobs"]]
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, JobInfo(**self._json("GET", f"jobs/{job_id}")))
+
+
+class Job:
+    """One job. Attributes of JobInfo (status, message, exit_code…) read through."""
+
+    def __init__(self, client: Client, info: JobInfo):
+        self._client, self.info = client, info
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name == "info":
+            raise AttributeError(name)
+        return getattr(self.info, name)
+
+    @property
+    def done(self) -> bool:
+        return self.info.status in FINAL_STATUSES
+
+    def refresh(self) -> Job:
+        self.info = JobInfo(**self._client._json("GET", f"jobs/{self.info.id}"))
+        return self
+
+    def wait(self, progress: bool = True, timeout: float | None = None, poll: float = 1.0,
+             raise_on_failure: bool = False) -> Job:
+        """Wait until the job ends, showing its stage as a progress bar."""
+        from tqdm.auto import tqdm
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = tqdm(total=len(STEPS), desc=self.info.status, disable=not progress,
+                   bar_format="{desc:<10} {bar} {n}/{total} [{elapsed}]{postfix}")
+        try:
+            while True:
+                self.refresh()
+                step = len(STEPS) if self.done else STEPS.index(self.info.status)
+                bar.n = step
+                bar.set_description_str(self.info.status)
+                bar.set_postfix_str((self.info.message or "")[:60])
+                if self.done:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.info.id} still {self.info.status} "
+                                       f"after {timeout} s")
+                time.sleep(poll)
+        finally:
+            bar.close()
+        if raise_on_failure and self.info.status != "succeeded":
+            raise JobFailed(f"job {self.info.id} {self.info.status}: {self.info.message}")
+        return self
+
+    def logs(self, stream: str = "stdout", follow: bool = False, offset: int = 0) -> str:
+        """The job's output so far; with follow=True, print it as it comes until the end."""
+        if follow:
+            parts = []
+            for chunk in self.follow_logs(stream, offset):
+                print(chunk, end="", flush=True)
+                parts.append(chunk)
+            return "".join(parts)
+        out, position = [], offset
+        while True:
+            data = self._client._json("GET", f"jobs/{self.info.id}/logs",
+                                      params={"stream": stream, "offset": position})
+            out.append(data["data"])
+            if data["next_offset"] == position:
+                return "".join(out)
+            position = data["next_offset"]
+
+    def follow_logs(self, stream: str = "stdout", offset: int = 0,
+                    poll: float = 1.0) -> Iterator[str]:
+        position = offset
+        while True:
+            data = self._client._json("GET", f"jobs/{self.info.id}/logs",
+                                      params={"stream": stream, "offset": position})
+            if data["data"]:
+                yield data["data"]
+            position = data["next_offset"]
+            if data["complete"]:
+                return
+            if not data["data"]:
+                time.sleep(poll)
+
+    def events(self) -> list[EventInfo]:
+        return [EventInfo(**e) for e in self._client._json("GET", f"jobs/{self.info.id}/events")]
+
+    def cancel(self) -> Job:
+        self.info = JobInfo(**self._client._json("POST", f"jobs/{self.info.id}/cancel"))
+        return self
+
+    def results(self) -> list[ResultEntry]:
+        return [ResultEntry(**r) for r in
+                self._client._json("GET", f"jobs/{self.info.id}/results")]
+
+    def download(self, dest: str | None = None) -> str:
+        """Download every result into `dest` (default ./hpcbridge-results/<job id>)."""
+        dest = dest or os.path.join("hpcbridge-results", self.info.id)
+        os.makedirs(dest, exist_ok=True)
+        with tempfile.TemporaryFile() as tmp:
+            try:
+                with self._client._http.stream("GET", f"jobs/{self.info.id}/results/") as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise error_for(r.status_code, r.json())
+                    for chunk in r.iter_bytes():
+                        tmp.write(chunk)
+            except httpx.TransportError as exc:
+                raise Unavailable(f"download interrupted: {exc}") from None
+            tmp.seek(0)
+            with zipfile.ZipFile(tmp) as zf:
+                for member in zf.namelist():  # the server's names, checked all the same
+                    target = os.path.realpath(os.path.join(dest, member))
+                    if not target.startswith(os.path.realpath(dest) + os.sep):
+                        raise HPCBridgeError(f"refusing result path {member!r}")
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    with zf.open(member) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out)
+        return dest
+
+    def __repr__(self) -> str:
+        return f"<Job {self.info.id[:8]} {self.info.app}@{self.info.hpc} {self.info.status}>"
+
+    def _repr_html_(self) -> str:
+        i = self.info
+        rows = [("job", i.id), ("app", i.app), ("hpc", i.hpc), ("status", i.status),
+                ("message", i.message or ""), ("created", i.created_at),
+                ("finished", i.finished_at or ""), ("exit code", "" if i.exit_code is None
+                                                    else i.exit_code)]
+        cells = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+                        for k, v in rows)
+        return f"<table class='hpcbridge-job'>{cells}</table>"
+
+
+def _chunks(f, size: int = 1 << 20):
+    while chunk := f.read(size):
+        yield chunk
