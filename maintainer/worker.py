@@ -31,7 +31,8 @@ def heartbeat_loop(rt: R.Runtime, poller: Poller, stop: threading.Event, every: 
 def run_worker(config: Config | None = None, burst: bool = False) -> None:
     """Run one worker until SIGTERM/SIGINT (rq's warm shutdown) or, with burst, idle."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "asyncssh", "rq"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     site = Site(config=config or Config())
     rt = R.Runtime(site)
     R.install(rt)

@@ -1,0 +1,183 @@
+"""Start the real hpcbridge services (middleware + maintainer) for a test, against the
+real stack (Redis, sshd + Slurm, JupyterHub) or on embedded defaults.
+
+Used by fixtures: `Services(tmp_path, stack).start()`; every process is stopped at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slurm_hpc(stack: dict, run_id: str, **overrides) -> dict:
+    ssh = stack["ssh"]
+    hpc = {"id": "slurm", "name": "Test Slurm", "scheduler": "slurm", "host": ssh["host"],
+           "port": ssh["port"], "user": ssh["user"], "key_file": ssh["key"],
+           "known_hosts": ssh["known_hosts"], "work_root": f"~/hpcbridge-it/{run_id}",
+           "partitions": [stack.get("slurm", {}).get("partition", "debug")],
+           "capacity": 50, "poll_interval": 1.0, "cleanup": "never"}
+    hpc.update(overrides)
+    return hpc
+
+
+def local_hpc(data_dir: str, **overrides) -> dict:
+    hpc = {"id": "local", "name": "This machine", "scheduler": "local",
+           "work_root": os.path.join(data_dir, "work"), "capacity": 8, "poll_interval": 0.5}
+    hpc.update(overrides)
+    return hpc
+
+
+@dataclass
+class Services:
+    """A middleware and a maintainer pool with their own data dir and Redis key prefix."""
+
+    tmp: str
+    stack: dict | None = None
+    hpcs: list[dict] | None = None
+    workers: int = 1
+    auth: str = "hub"  # "hub" (the stack's JupyterHub) or "static"
+    static_tokens: dict = field(default_factory=dict)
+    extra_config: str = ""
+    port: int = field(default_factory=free_port)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    procs: dict = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.tmp, "data")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api/v1"
+
+    @property
+    def config_file(self) -> str:
+        return os.path.join(self.tmp, "hpcbridge_config.py")
+
+    def write_config(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        hpcs = self.hpcs if self.hpcs is not None else [local_hpc(self.data_dir)]
+        lines = [
+            f"c.Site.data_dir = {self.data_dir!r}",
+            f"c.Site.hpcs = {hpcs!r}",
+            f"c.Site.queue_prefix = {('hpcbridge-test-' + self.run_id)!r}",
+            "c.Site.worker_timeout = 6.0",
+            f"c.HPCBridgeServer.port = {self.port}",
+        ]
+        if self.stack:
+            lines.append(f"c.Site.redis_url = {self.stack['redis_url']!r}")
+        if self.auth == "hub":
+            hub = self.stack["hub"]
+            lines += [
+                "c.HPCBridgeServer.authenticator_class = "
+                "'hpcbridge.server.auth.HubAuthenticator'",
+                f"c.HubAuthenticator.hub_api_url = {hub['api_url']!r}",
+                f"c.HubAuthenticator.service_token = {hub['tokens']['service']!r}",
+            ]
+        else:
+            lines += [
+                "c.HPCBridgeServer.authenticator_class = "
+                "'hpcbridge.server.auth.StaticTokenAuthenticator'",
+                f"c.StaticTokenAuthenticator.tokens = {self.static_tokens!r}",
+                "c.StaticTokenAuthenticator.admin_users = {'admin'}",
+            ]
+        with open(self.config_file, "w") as f:
+            f.write("\n".join(lines) + "\n" + self.extra_config + "\n")
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(os.path.join(self.tmp, f"{name}.log"), "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "hpcbridge.cli", *args,
+                                 "--config", self.config_file],
+                                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start(self, maintainer: bool = True) -> Services:
+        self.write_config()
+        self._spawn("server", "server")
+        self.wait_health()
+        if maintainer:
+            self.start_maintainer()
+        return self
+
+    def start_maintainer(self, workers: int | None = None, name: str = "maintainer"):
+        return self._spawn(name, "maintainer", "--workers", str(workers or self.workers))
+
+    def wait_health(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs.get("server")
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError("middleware exited:\n" + self.log("server"))
+            try:
+                if httpx.get(f"{self.api}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("middleware did not answer:\n" + self.log("server"))
+
+    def log(self, name: str) -> str:
+        try:
+            with open(os.path.join(self.tmp, f"{name}.log")) as f:
+                return f.read()[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.api + "/", timeout=30,
+                            headers={"Authorization": f"token {token}"})
+
+    def stop(self, name: str | None = None, sig: int = signal.SIGTERM) -> None:
+        names = [name] if name else list(reversed(self.procs))
+        for n in names:
+            proc = self.procs.get(n)
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+        for n in names:
+            proc = self.procs.get(n)
+            if proc is None:
+                continue
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def wait_job(self, http: httpx.Client, job_id: str, statuses=("succeeded", "failed",
+                 "cancelled"), timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        job = {}
+        while time.monotonic() < deadline:
+            job = http.get(f"jobs/{job_id}").json()
+            if job.get("status") in statuses:
+                return job
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s; "
+                             f"events: {json.dumps(http.get(f'jobs/{job_id}/events').json())}"
+                             f"\nmaintainer log:\n{self.log('maintainer')}")
