@@ -14,6 +14,7 @@ demo: install
 ## Bring up the real stack, run every test and the linter.
 test: install stack
 	$(VENV)/bin/ruff check .
+	bash labextension/test.sh
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
 
 $(PY):
