@@ -85,14 +85,14 @@ export function buildRequest(
 
 function rangeHint(rule: { min?: number; max?: number; step?: number; default_value?: unknown }): string {
   const parts: string[] = [];
-  if (rule.min !== undefined && rule.max !== undefined) {
+  if (rule.min != null && rule.max != null) {
     parts.push(`${rule.min} – ${rule.max}`);
-  } else if (rule.min !== undefined) {
+  } else if (rule.min != null) {
     parts.push(`≥ ${rule.min}`);
-  } else if (rule.max !== undefined) {
+  } else if (rule.max != null) {
     parts.push(`≤ ${rule.max}`);
   }
-  if (rule.step !== undefined && rule.step !== 1) {
+  if (rule.step !== undefined && rule.step !== null && rule.step !== 1) {
     parts.push(`step ${rule.step}`);
   }
   if (rule.default_value !== undefined && rule.default_value !== null && rule.default_value !== '') {
