@@ -2,16 +2,20 @@
 
 A few connections, each carrying at most `channels_per_connection` concurrent channels
 (below sshd's MaxSessions of 10), handed out as slot tokens from one queue. A job never
-opens its own connection. One reconnect at a time per connection (a lock), with
-exponential backoff and jitter (tenacity); after the retry budget: `HPCUnavailable`.
+opens its own connection. A channel sshd refuses is retried on the same connection. One
+reconnect at a time per connection (a lock), with exponential backoff and jitter
+(tenacity); after the retry budget: `HPCUnavailable`, at once for a short while to the
+callers queued behind it.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import posixpath
+import random
 import shlex
 import stat
 import time
@@ -36,7 +40,32 @@ from .transport import CommandCounter, CommandResult, RemoteEntry, Transport, co
 
 log = logging.getLogger(__name__)
 
-_LOST = (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError, OSError, EOFError)
+# Errors that mean "the connection went away". Not every OSError: a local file that is
+# missing during an upload must not be taken for a lost connection (and close it).
+_LOST = (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError,
+         asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)
+
+
+def _lost(conn, exc: BaseException) -> bool:
+    return isinstance(exc, _LOST) or conn.is_closed()
+
+
+# sshd refuses a channel ("open failed") on a connection that has MaxSessions (10) open, and
+# it frees a closed channel's session only on a later turn of its loop: under a burst a new
+# channel is refused now and then although fewer than `channels_per_connection` are open
+# (seen here at 8). The command never started, so it waits a moment and tries again — on
+# the same connection, which is fine: closing it would interrupt every command it carries.
+_OPEN_ATTEMPTS = 8
+
+
+def _refusal_pause(attempt: int) -> float:
+    return min(0.5, 0.01 * 2 ** attempt) * (0.5 + random.random())
+
+
+# After a reconnect spent its whole retry budget, callers queued behind it fail at once for
+# this long instead of each spending the budget again, one after the other: a poll round
+# against a dead login node ends in seconds, not in (commands x budget).
+_DOWN_COOLDOWN = 2.0
 
 
 class _RateLimiter:
@@ -76,7 +105,10 @@ class ConnectorPool(Transport):
         for _ in range(config.channels_per_connection):
             for index in range(config.connections):
                 self._slots.put_nowait(index)
+        self._down: list[tuple[float, str] | None] = [None] * config.connections
         self._limiter = _RateLimiter(config.commands_per_minute)
+        #: channels sshd refused and that were retried (see _OPEN_ATTEMPTS)
+        self.channel_refusals = 0
         self._work_root_resolved = False
         self._closed = False
 
@@ -117,18 +149,24 @@ class ConnectorPool(Transport):
             conn = self._conns[index]
             if conn is not None and not conn.is_closed():
                 return conn
+            down = self._down[index]
+            if down is not None and time.monotonic() < down[0]:
+                raise HPCUnavailable(down[1])
             try:
                 async for attempt in AsyncRetrying(
                         stop=stop_after_attempt(self.config.connect_retries),
-                        wait=wait_exponential_jitter(initial=0.2, max=5),
+                        wait=wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.5),
                         retry=retry_if_exception_type((OSError, asyncio.TimeoutError,
                                                        asyncssh.DisconnectError)),
                         reraise=True):
                     with attempt:
                         conn = await self._open()
             except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-                raise HPCUnavailable(f"cannot reach {self.config.id} ({self._describe()}): "
-                                     f"{exc or type(exc).__name__}") from exc
+                message = (f"cannot reach {self.config.id} ({self._describe()}): "
+                           f"{exc or type(exc).__name__}")
+                self._down[index] = (time.monotonic() + _DOWN_COOLDOWN, message)
+                raise HPCUnavailable(message) from exc
+            self._down[index] = None
             self._conns[index] = conn
             return conn
 
@@ -153,59 +191,84 @@ class ConnectorPool(Transport):
                   timeout: float | None = None) -> CommandResult:
         """Run one command; argv is quoted with shlex.join, never spliced into shell text."""
         command = shlex.join(argv)
+        limit = timeout or self.config.command_timeout
         await self._limiter.acquire()
-        for attempt in range(2):  # one retry when the channel never opened
+        self.commands.record(argv)
+        for attempt in range(_OPEN_ATTEMPTS):
             async with self._channel_slot() as index:
                 conn = await self._connection(index)
+                process = None
                 try:
-                    self.commands.record(argv)
-                    result = await conn.run(command, input=stdin, check=False,
-                                            timeout=timeout or self.config.command_timeout)
+                    process = await conn.create_process(command, input=stdin)
+                    result = await process.wait(check=False, timeout=limit)
                 except asyncssh.ChannelOpenError as exc:
-                    # the command never started: safe to retry on a fresh connection
-                    self._drop(index, conn)
-                    if attempt:
-                        raise HPCUnavailable(f"{self.config.id}: {exc.reason}") from exc
-                    continue
+                    refused = exc  # the command never started: safe to try again
+                    self._refused(index, conn)
                 except asyncssh.TimeoutError as exc:
+                    _stop(process)
                     raise CommandInterrupted(
-                        f"{self.config.id}: {argv[0]} timed out after {exc}") from exc
-                except _LOST as exc:
+                        f"{self.config.id}: {argv[0]} timed out after {limit:g} s") from exc
+                except asyncio.CancelledError:
+                    _stop(process)
+                    raise
+                except Exception as exc:
+                    if not _lost(conn, exc):
+                        raise
                     self._drop(index, conn)
                     raise CommandInterrupted(
                         f"{self.config.id}: connection lost during {argv[0]}: {exc}") from exc
-                if result.exit_status is None:  # connection lost mid-command
-                    self._drop(index, conn)
-                    raise CommandInterrupted(f"{self.config.id}: {argv[0]} was interrupted")
-                return CommandResult(tuple(argv), result.exit_status,
-                                     _text(result.stdout), _text(result.stderr))
-        raise AssertionError("unreachable")
+                else:
+                    if result.exit_status is None:  # connection lost mid-command
+                        self._drop(index, conn)
+                        raise CommandInterrupted(
+                            f"{self.config.id}: {argv[0]} was interrupted")
+                    return CommandResult(tuple(argv), result.exit_status,
+                                         _text(result.stdout), _text(result.stderr))
+            await asyncio.sleep(_refusal_pause(attempt))  # outside the slot
+        raise HPCUnavailable(f"{self.config.id}: sshd refused {_OPEN_ATTEMPTS} channels "
+                             f"in a row for {argv[0]}: {refused.reason}")
+
+    def _refused(self, index: int, conn) -> None:
+        """A channel was not opened: only a dead connection is dropped (see _OPEN_ATTEMPTS)."""
+        self.channel_refusals += 1
+        if conn.is_closed():
+            self._drop(index, conn)
 
     # --- SFTP -----------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def sftp(self):
-        for attempt in range(2):
+        for attempt in range(_OPEN_ATTEMPTS):
             async with self._channel_slot() as index:
                 conn = await self._connection(index)
                 try:
                     client = await conn.start_sftp_client()
                 except asyncssh.ChannelOpenError as exc:
-                    self._drop(index, conn)
-                    if attempt:
-                        raise HPCUnavailable(f"{self.config.id}: {exc.reason}") from exc
-                    continue
-                except _LOST as exc:
+                    refused = exc
+                    self._refused(index, conn)
+                except Exception as exc:
+                    if not _lost(conn, exc):
+                        raise
                     self._drop(index, conn)
                     raise HPCUnavailable(f"{self.config.id}: {exc}") from exc
-                try:
-                    self.commands.record(["sftp"])
-                    yield client
-                except _LOST as exc:
-                    self._drop(index, conn)
-                    raise CommandInterrupted(f"{self.config.id}: sftp: {exc}") from exc
-                finally:
-                    client.exit()
-                return
+                else:
+                    try:
+                        self.commands.record(["sftp"])
+                        yield client
+                    except asyncssh.SFTPNoSuchFile as exc:
+                        # the same error as LocalTransport's, so callers need not know SFTP
+                        raise FileNotFoundError(
+                            errno.ENOENT, f"{self.config.id}: {exc.reason}") from exc
+                    except Exception as exc:
+                        if not _lost(conn, exc):
+                            raise
+                        self._drop(index, conn)
+                        raise CommandInterrupted(f"{self.config.id}: sftp: {exc}") from exc
+                    finally:
+                        client.exit()
+                    return
+            await asyncio.sleep(_refusal_pause(attempt))
+        raise HPCUnavailable(f"{self.config.id}: sshd refused {_OPEN_ATTEMPTS} SFTP channels "
+                             f"in a row: {refused.reason}")
 
     async def resolve_work_root(self) -> str:
         if not self._work_root_resolved:
@@ -320,6 +383,19 @@ class ConnectorPool(Transport):
     @property
     def open_connections(self) -> int:
         return sum(1 for c in self._conns if c is not None and not c.is_closed())
+
+
+def _stop(process) -> None:
+    """Kill a remote command we stopped waiting for, and close its channel.
+
+    sshd counts a session until its process exits: a command left running would hold one
+    of the connection's MaxSessions for good while its slot token is handed out again."""
+    if process is None or process.exit_status is not None:
+        return
+    with contextlib.suppress(Exception):
+        process.kill()  # an SSH "signal" request; OpenSSH 9 honours it
+    with contextlib.suppress(Exception):
+        process.close()
 
 
 def _text(value) -> str:

@@ -7,7 +7,9 @@ import shlex
 from pydantic import BaseModel, Field, field_validator
 
 # Values that end up in #SBATCH lines are parsed by sbatch, not by a shell, so they
-# cannot be quoted: they are restricted to safe characters instead.
+# cannot be quoted: they are restricted to safe characters instead. Checked with
+# fullmatch: `$` in re.match also accepts a trailing newline ("debug\n"), which would
+# end an #SBATCH line or an `export` early.
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_.:+-]+$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./~+-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -33,21 +35,21 @@ class JobSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v):
-        if not _SAFE_WORD.match(v):
+        if not _SAFE_WORD.fullmatch(v):
             raise ValueError("job name may hold only letters, digits and _.:+-")
         return v
 
     @field_validator("workdir")
     @classmethod
     def _workdir(cls, v):
-        if not v.startswith("/") or not _SAFE_PATH.match(v) or ".." in v.split("/"):
+        if not v.startswith("/") or not _SAFE_PATH.fullmatch(v) or ".." in v.split("/"):
             raise ValueError("workdir must be absolute, of letters, digits and _./+-, no '..'")
         return v
 
     @field_validator("partition", "account")
     @classmethod
     def _word(cls, v):
-        if v is not None and not _SAFE_WORD.match(v):
+        if v is not None and not _SAFE_WORD.fullmatch(v):
             raise ValueError("may hold only letters, digits and _.:+-")
         return v
 
@@ -55,7 +57,7 @@ class JobSpec(BaseModel):
     @classmethod
     def _env(cls, v):
         for key, value in v.items():
-            if not _ENV_NAME.match(key):
+            if not _ENV_NAME.fullmatch(key):
                 raise ValueError(f"invalid environment variable name {key!r}")
             if "\0" in value:
                 raise ValueError(f"environment variable {key} holds a NUL byte")

@@ -6,6 +6,7 @@ Paths given to the file methods are confined under the HPC's work root.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import posixpath
 import shutil
@@ -38,6 +39,7 @@ class RemoteEntry:
 
 def confine(root: str, path: str) -> str:
     """`path` (absolute, or relative to root) as an absolute path inside `root`."""
+    root = posixpath.normpath(root)  # "/w/" and "/w" are the same root
     full = posixpath.normpath(posixpath.join(root, path))
     if full != root and not full.startswith(root.rstrip("/") + "/"):
         raise PathOutsideWorkRoot(f"{path!r} is outside the work root {root!r}")
@@ -176,6 +178,8 @@ class LocalTransport(Transport):
         full = self._path(path)
 
         def walk():
+            if not os.path.isdir(full):  # os.walk would say nothing at all
+                raise FileNotFoundError(errno.ENOENT, "no such folder", full)
             entries = []
             for dirpath, dirnames, filenames in os.walk(full):
                 for name in dirnames:

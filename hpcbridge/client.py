@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import shutil
 import tempfile
@@ -68,15 +69,19 @@ class Client:
             raise Unavailable(f"cannot reach the hpcbridge middleware at {self.url}: "
                               f"{exc or type(exc).__name__}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"message": response.text[:500] or response.reason_phrase}
-            raise error_for(response.status_code, body if isinstance(body, dict) else {})
+            raise _error_of(response)
         return response
 
     def _json(self, method: str, path: str, **kwargs) -> Any:
-        return self._request(method, path, **kwargs).json()
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise HPCBridgeError(
+                f"{response.request.url} answered {response.status_code} with something "
+                f"that is not JSON ({response.headers.get('content-type', 'no type')}): "
+                f"is {self.url} really the hpcbridge middleware?",
+                response.status_code) from None
 
     def close(self) -> None:
         self._http.close()
@@ -137,6 +142,50 @@ class Client:
     def job(self, job_id: str) -> Job:
         return Job(self, JobInfo(**self._json("GET", f"jobs/{job_id}")))
 
+    def _job_changes(self, job_id: str, remaining) -> Iterator[JobInfo]:
+        """The job as it is once the event stream is open, then at each of its changes.
+
+        `remaining()` gives the seconds left to wait (None: no limit) or raises
+        TimeoutError. Ends when the middleware closes the stream; raises _NoStream when
+        there is no usable stream."""
+        quiet = 45.0  # the middleware sends a keepalive every 15 s of quiet
+        left = remaining()
+        read = quiet if left is None else min(quiet, left)
+        try:
+            with self._http.stream("GET", "events/stream", timeout=httpx.Timeout(
+                    self._http.timeout.connect, read=read)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    if r.status_code in (401, 403):
+                        raise _error_of(r)
+                    raise _NoStream(r.status_code)
+                if not r.headers.get("content-type", "").startswith("text/event-stream"):
+                    raise _NoStream("not an event stream")
+                data: list[str] = []
+                for line in r.iter_lines():
+                    if line.startswith(":"):
+                        if line.startswith(": connected"):
+                            # changes from now on come on the stream; what happened
+                            # before it opened is read once
+                            yield JobInfo(**self._json("GET", f"jobs/{job_id}"))
+                    elif line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        try:
+                            info = JobInfo(**json.loads("\n".join(data)))
+                        except ValueError:
+                            info = None
+                        data = []
+                        if info is not None and info.id == job_id:
+                            yield info
+                    remaining()
+        except httpx.ReadTimeout:
+            remaining()  # TimeoutError when the caller's time is up
+            return  # else a silent stream: open a new one
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach the hpcbridge middleware at {self.url}: "
+                              f"{exc or type(exc).__name__}") from None
+
 
 class Job:
     """One job. Attributes of JobInfo (status, message, exit_code…) read through."""
@@ -159,24 +208,52 @@ class Job:
 
     def wait(self, progress: bool = True, timeout: float | None = None, poll: float = 1.0,
              raise_on_failure: bool = False) -> Job:
-        """Wait until the job ends, showing its stage as a progress bar."""
+        """Wait until the job ends, showing its stage as a progress bar.
+
+        The middleware tells: changes come on its event stream (server-sent events), so a
+        waiting notebook does not poll it. Where the stream is not offered (or a proxy
+        breaks it), the job is asked for every `poll` seconds instead."""
         from tqdm.auto import tqdm
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = tqdm(total=len(STEPS), desc=self.info.status, disable=not progress,
                    bar_format="{desc:<10} {bar} {n}/{total} [{elapsed}]{postfix}")
+
+        def show():
+            bar.n = len(STEPS) if self.done else STEPS.index(self.info.status)
+            bar.set_description_str(self.info.status)
+            bar.set_postfix_str((self.info.message or "")[:60])
+
+        def remaining() -> float | None:
+            if deadline is None:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"job {self.info.id} still {self.info.status} "
+                                   f"after {timeout} s")
+            return left
+
         try:
-            while True:
+            self.refresh()
+            show()
+            use_stream = True
+            while not self.done:
+                if use_stream:
+                    try:
+                        for info in self._client._job_changes(self.info.id, remaining):
+                            self.info = info
+                            show()
+                            if self.done:
+                                break
+                        else:
+                            self.refresh()  # the stream ended: look, then listen again
+                            show()
+                        continue
+                    except _NoStream:
+                        use_stream = False
+                remaining()
+                time.sleep(poll if deadline is None else min(poll, remaining()))
                 self.refresh()
-                step = len(STEPS) if self.done else STEPS.index(self.info.status)
-                bar.n = step
-                bar.set_description_str(self.info.status)
-                bar.set_postfix_str((self.info.message or "")[:60])
-                if self.done:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {self.info.id} still {self.info.status} "
-                                       f"after {timeout} s")
-                time.sleep(poll)
+                show()
         finally:
             bar.close()
         if raise_on_failure and self.info.status != "succeeded":
@@ -234,7 +311,7 @@ class Job:
                 with self._client._http.stream("GET", f"jobs/{self.info.id}/results/") as r:
                     if r.status_code >= 400:
                         r.read()
-                        raise error_for(r.status_code, r.json())
+                        raise _error_of(r)
                     for chunk in r.iter_bytes():
                         tmp.write(chunk)
             except httpx.TransportError as exc:
@@ -263,6 +340,24 @@ class Job:
                         f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
                         for k, v in rows)
         return f"<table class='hpcbridge-job'>{cells}</table>"
+
+
+class _NoStream(Exception):
+    """The middleware (or a proxy before it) offers no usable event stream."""
+
+
+def _error_of(response: httpx.Response) -> HPCBridgeError:
+    """The typed error of an answer >= 400, whether its body is the API's JSON or not
+    (an HTML page of a proxy in front of the middleware)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        text = response.text.strip()[:500]
+        body = {"message": f"HTTP {response.status_code} {response.reason_phrase}"
+                           + (f": {text}" if text else "")}
+    return error_for(response.status_code, body)
 
 
 def _chunks(f, size: int = 1 << 20):

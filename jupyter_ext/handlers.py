@@ -15,9 +15,17 @@ import zipfile
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, iostream, web
+from tornado.simple_httpclient import HTTPStreamClosedError
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length",
                "content-encoding", "server", "date"}
+
+
+class _ClientGone(Exception):
+    """The browser went away: the upstream request is aborted, not left running."""
+
+
+_GONE = object()  # queued for a body producer when the browser went away
 
 
 class BaseHandler(ExtensionHandlerMixin, JupyterHandler):
@@ -51,13 +59,44 @@ class BaseHandler(ExtensionHandlerMixin, JupyterHandler):
         """Send to the middleware; on failure answer the browser with a clear JSON error."""
         try:
             return await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except (ConnectionError, OSError) as exc:
-            self.write_json_error(503, "middleware_unreachable",
-                                  f"hpcbridge middleware unreachable at "
-                                  f"{self.extensionapp.middleware_url}: {exc}")
+        except _ClientGone:
+            return None
+        except (HTTPStreamClosedError, BrokenPipeError, ConnectionResetError) as exc:
+            if request.body_producer is None:
+                error = exc
+            else:
+                # The middleware refused a request body before reading it (a bad token, an
+                # unknown route) and closed the connection: tornado's client never reads
+                # the answer then. Ask again without a body to learn the real reason.
+                probe = await self._probe()
+                if isinstance(probe, httpclient.HTTPResponse):
+                    if probe.code >= 400:
+                        return probe
+                    self.write_json_error(502, "bad_gateway", "the hpcbridge middleware "
+                                          "closed the connection while receiving the "
+                                          "request body")
+                    return None
+                error = probe
         except (httpclient.HTTPClientError, asyncio.TimeoutError) as exc:
             self.write_json_error(502, "bad_gateway", f"hpcbridge middleware: {exc}")
+            return None
+        except OSError as exc:  # refused, no route, name not known
+            error = exc
+        if isinstance(error, OSError):
+            self.write_json_error(503, "middleware_unreachable",
+                                  f"hpcbridge middleware unreachable at "
+                                  f"{self.extensionapp.middleware_url}: {error}")
+        else:
+            self.write_json_error(502, "bad_gateway", f"hpcbridge middleware: {error}")
         return None
+
+    async def _probe(self) -> httpclient.HTTPResponse | Exception:
+        """GET me with the same token: the middleware's answer, or why there was none."""
+        try:
+            return await httpclient.AsyncHTTPClient().fetch(self.upstream("me"),
+                                                             raise_error=False)
+        except Exception as exc:  # noqa: BLE001 — the probe only refines an error message
+            return exc
 
     def relay_error(self, response) -> bool:
         if response.code == 599:  # tornado's "no response" (refused, timed out)
@@ -95,6 +134,9 @@ class ForwardHandler(BaseHandler):
     The upstream request starts in prepare() so that a large upload flows through as
     it arrives (tornado calls data_received before post())."""
 
+    _fetch: asyncio.Future | None = None  # the upstream request, once prepare() started it
+    _gone = False  # the browser closed the connection
+
     async def prepare(self):
         await super().prepare()
         if self.current_user is None:
@@ -110,10 +152,22 @@ class ForwardHandler(BaseHandler):
         self._fetch = asyncio.ensure_future(self.fetch(request))
 
     async def data_received(self, chunk: bytes):
-        await self._chunks.put(chunk)
+        await self._send_chunk(chunk)
+
+    async def _send_chunk(self, chunk: bytes | None):
+        """Hand a chunk to the upstream request, unless that request has ended (then the
+        rest of the browser's body is read and dropped instead of waiting forever)."""
+        if self._fetch.done():
+            return
+        put = asyncio.ensure_future(self._chunks.put(chunk))
+        await asyncio.wait({put, self._fetch}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
 
     async def _produce(self, write):
         while (chunk := await self._chunks.get()) is not None:
+            if chunk is _GONE:
+                raise _ClientGone()
             await write(chunk)
 
     def _on_header(self, line: str):
@@ -124,29 +178,34 @@ class ForwardHandler(BaseHandler):
             if name.strip().lower() not in HOP_HEADERS:
                 self.set_header(name.strip(), value.strip())
 
-    def _on_chunk(self, chunk: bytes):
+    async def _on_chunk(self, chunk: bytes):
+        # tornado awaits this before reading on: the middleware is read as fast as the
+        # browser takes it (no unbounded buffering of a large download), server-sent
+        # events reach the browser at once, and a browser that left ends the upstream
+        # request at its next chunk (an idle event stream sends one every 15 s).
         if self._status >= 400:
             self._error_body.append(chunk)
             return
+        if self._gone:
+            raise _ClientGone()
         if not self._started:
             self.set_status(self._status)
             self._started = True
         self.write(chunk)
-        asyncio.ensure_future(self._flush())  # server-sent events reach the browser at once
-
-    async def _flush(self):
         try:
             await self.flush()
         except iostream.StreamClosedError:
-            pass
+            self._gone = True
+            raise _ClientGone() from None
 
     async def _relay(self):
-        await self._chunks.put(None)
+        await self._send_chunk(None)
         response = await self._fetch
         if response is None or self._finished:
             return
         if response.code == 599 or response.code >= 400:
-            response._body = b"".join(self._error_body)
+            if self._error_body:  # streamed to us; a probe's answer has its own body
+                response._body = b"".join(self._error_body)
             self.relay_error(response)
             return
         if not self._started:
@@ -154,8 +213,13 @@ class ForwardHandler(BaseHandler):
         self.finish()
 
     def on_connection_close(self):
-        if not self._fetch.done():
-            self._fetch.cancel()
+        self._gone = True
+        if self._fetch is not None and not self._fetch.done():
+            # a body producer waiting for the browser's next chunk stops (and with it
+            # the upstream request) instead of waiting for the request timeout
+            while not self._chunks.empty():
+                self._chunks.get_nowait()
+            self._chunks.put_nowait(_GONE)
 
     async def get(self, path):
         await self._relay()

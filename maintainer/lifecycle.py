@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hpcbridge.connectors.spec import JobSpec, job_name
@@ -62,9 +64,40 @@ def final_message(outcome: str, exit_code: int | None, scheduler_state: str | No
         f"failed: {reason or state or 'unknown reason'}"
 
 
+def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int) -> list:
+    """Up to n of the `queued` jobs (oldest first), in the order they should be admitted.
+
+    Each pick goes to the user with the fewest jobs in the scheduler, counting the ones
+    picked before it; ties go to the user whose oldest queued job has waited longest. A
+    user who queued many jobs first cannot keep the others out when the slots free up
+    one at a time: the slot goes to whoever holds fewest.
+    """
+    if n <= 0 or not queued:
+        return []
+    load = Counter(job.user for job in in_scheduler)
+    lines: dict[str, list] = {}
+    for job in queued:
+        lines.setdefault(job.user, []).append(job)
+    rank = {job.id: i for i, job in enumerate(queued)}
+    heads = {user: 0 for user in lines}
+    picked = []
+    while len(picked) < n and heads:
+        user = min(heads, key=lambda u: (load[u], rank[lines[u][heads[u]].id]))
+        picked.append(lines[user][heads[user]])
+        load[user] += 1
+        heads[user] += 1
+        if heads[user] == len(lines[user]):
+            del heads[user]
+    return picked
+
+
 def safe_user_dir(user: str) -> str:
-    """A user name as one safe path component (hub names may hold @, spaces…)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"+{ord(m.group()):x}", user).lstrip(".") or "_"
+    """A user name as one safe path component (hub names may hold @, spaces…).
+
+    Every other character becomes +<hex>, a leading dot too (no hidden or '..' folders),
+    so two names never share a folder."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"+{ord(m.group()):x}", user)
+    return re.sub(r"^\.", "+2e", safe) or "_"
 
 
 def remote_workdir(work_root: str, user: str, job_id: str) -> str:

@@ -3,6 +3,7 @@ the connector pools of every HPC, the store and the Redis connection."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import socket
 import threading
@@ -53,6 +54,14 @@ class Runtime:
     def key(self, *parts: str) -> str:
         return ":".join((self.site.queue_prefix, *parts))
 
+    def alive_workers(self) -> set[str]:
+        """Ids of workers whose heartbeat is younger than worker_timeout (and this one)."""
+        timeout = dt.timedelta(seconds=self.site.worker_timeout)
+        now = dt.datetime.now(dt.timezone.utc)
+        alive = {w.id for w in self.store.workers() if now - _aware(w.heartbeat_at) < timeout}
+        alive.add(self.worker_id)
+        return alive
+
     def close(self) -> None:
         for handler in self.handlers.values():
             try:
@@ -75,3 +84,7 @@ def current() -> Runtime:
 def install(runtime: Runtime | None) -> None:
     global _current
     _current = runtime
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value

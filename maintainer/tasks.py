@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 
+from redis.exceptions import LockError
+
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
 from hpcbridge.connectors.spec import job_name
 from hpcbridge.lifecycle import FINAL, IN_SCHEDULER
 from hpcbridge.server.manifest import parse_manifest
 
 from . import lifecycle as L
+from .claims import claimed
 from .logs import tail_logs
 from .runtime import Runtime, current
 from .staging import stage_in, stage_out
@@ -44,15 +47,38 @@ def admit(rt: Runtime, job) -> bool:
     hpc = rt.hpcs[job.hpc]
     if rt.store.hpc_state(job.hpc).draining:
         return False
-    with rt.redis.lock(rt.key("admit", job.hpc), timeout=30, blocking_timeout=30):
-        free = hpc.capacity - rt.store.count_jobs(job.hpc, IN_SCHEDULER)
-        if job.id not in {j.id for j in rt.store.next_queued(job.hpc, free)}:
-            return False
-        return rt.store.transition(job.id, "staging", f"staging on {job.hpc}",
-                                   expect=["queued"], worker=rt.worker_id)
+    try:
+        with rt.redis.lock(rt.key("admit", job.hpc), timeout=30, blocking_timeout=30):
+            if job.id not in {j.id for j in next_to_admit(rt, hpc)}:
+                return False
+            return rt.store.transition(job.id, "staging", f"staging on {job.hpc}",
+                                       expect=["queued"], worker=rt.worker_id)
+    except LockError:  # the lock's holder died or is slow: the poller offers it again
+        log.warning("admission lock of %s not acquired for job %s", job.hpc, job.id)
+        return False
+
+
+def next_to_admit(rt: Runtime, hpc) -> list:
+    """The queued jobs the HPC has room for now, in fair order (lifecycle.fair_pick)."""
+    in_scheduler = rt.store.active_jobs(hpc.id, IN_SCHEDULER)
+    free = hpc.capacity - len(in_scheduler)
+    if free <= 0:
+        return []
+    return L.fair_pick(rt.store.active_jobs(hpc.id, ["queued"]), in_scheduler, free)
 
 
 def stage_and_submit(rt: Runtime, job) -> str:
+    """staging → submitted, by one worker at a time (the same job may be enqueued twice)."""
+    with claimed(rt, job.id) as mine:
+        if not mine:
+            return "staging: another worker has it"
+        job = rt.store.get_job(job.id)
+        if job is None or job.status != "staging":
+            return f"{job.status if job else 'gone'}: already moved on"
+        return _stage_and_submit(rt, job)
+
+
+def _stage_and_submit(rt: Runtime, job) -> str:
     handler = rt.handlers[job.hpc]
     hpc = rt.hpcs[job.hpc]
     try:
@@ -130,6 +156,16 @@ def cancel(rt: Runtime, job) -> str:
 
 def finish(rt: Runtime, job) -> str:
     """finishing → succeeded | failed | cancelled: last logs, results home, quota, cleanup."""
+    with claimed(rt, job.id) as mine:
+        if not mine:
+            return "finishing: another worker has it"
+        job = rt.store.get_job(job.id)
+        if job is None or job.status != "finishing":
+            return f"{job.status if job else 'gone'}: already moved on"
+        return _finish(rt, job)
+
+
+def _finish(rt: Runtime, job) -> str:
     handler = rt.handlers[job.hpc]
     hpc = rt.hpcs[job.hpc]
     rt.store.update_job(job.id, worker=rt.worker_id)

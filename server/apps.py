@@ -26,8 +26,8 @@ def read_manifest(folder: str) -> Manifest:
     except FileNotFoundError:
         raise ValidationFailed("the application has no manifest.json",
                                [{"loc": ["source"], "msg": "no manifest.json"}]) from None
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed(f"manifest.json is not valid JSON: {exc}",
+    except (ValueError, OSError) as exc:  # bad JSON or UTF-8, unreadable
+        raise ValidationFailed(f"manifest.json cannot be read: {exc}",
                                [{"loc": ["manifest"], "msg": str(exc)}]) from None
     if not isinstance(data, dict):
         raise ValidationFailed("manifest.json must hold an object")

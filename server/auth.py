@@ -41,8 +41,9 @@ class Authenticator(LoggingConfigurable):
     cache_ttl = Float(60.0, help="Seconds a validated token is trusted before asking again."
                       ).tag(config=True)
     cache_size = Int(10000, help="Most tokens kept in the cache.").tag(config=True)
-    cache_enabled = Bool(True, help="Turn the token cache off (benchmarks only)."
-                         ).tag(config=True)
+    cache_enabled = Bool(True, help="Turn the token cache (and the sharing of concurrent "
+                                    "lookups) off: every request asks the identity source. "
+                                    "For benchmarks.").tag(config=True)
     admin_users = Set(Unicode(), help="Extra admin user names.").tag(config=True)
     admin_groups = Set(Unicode(), help="Members of these hub groups are admins."
                        ).tag(config=True)
@@ -64,35 +65,40 @@ class Authenticator(LoggingConfigurable):
         if not token:
             raise Unauthorized("missing token: send 'Authorization: token <JupyterHub token>'")
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        cached = self._cache.get(key) if self.cache_enabled else None
-        if cached and cached[0] > now:
+        if not self.cache_enabled:  # the baseline: one identity lookup per request
+            self.lookups += 1
+            user = await self.lookup(token)
+        elif (cached := self._cache.get(key)) and cached[0] > time.monotonic():
             self._cache.move_to_end(key)
             user = cached[1]
         else:
             future = self._inflight.get(key)
-            if future is None:  # single flight: the first request asks, others wait
-                future = asyncio.get_running_loop().create_future()
+            if future is None:  # single flight: one lookup per token, every caller awaits it
+                future = asyncio.ensure_future(self._lookup(key, token))
                 self._inflight[key] = future
-                try:
-                    self.lookups += 1
-                    user = await self.lookup(token)
-                    future.set_result(user)
-                except BaseException as exc:
-                    future.set_exception(exc)
-                    future.exception()  # mark retrieved
-                    raise
-                finally:
-                    self._inflight.pop(key, None)
-                if self.cache_enabled:
-                    self._cache[key] = (now + self.cache_ttl, user)
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
-            else:
-                user = await asyncio.shield(future)
+                future.add_done_callback(lambda f: self._lookup_done(key, f))
+            # shielded: a caller that goes away does not cancel the others' lookup
+            user = await asyncio.shield(future)
         if user is None:
             raise Unauthorized("invalid or expired token")
         return user
+
+    async def _lookup(self, key: str, token: str) -> User | None:
+        started = time.monotonic()
+        self.lookups += 1
+        user = await self.lookup(token)
+        # trusted for cache_ttl from when the hub was asked
+        self._cache[key] = (started + self.cache_ttl, user)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return user
+
+    def _lookup_done(self, key: str, future: asyncio.Future) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure is re-raised to every waiter
 
 
 class HubAuthenticator(Authenticator):
@@ -126,7 +132,14 @@ class HubAuthenticator(Authenticator):
             raise Unavailable(f"JupyterHub answered {exc.code}") from None
         except OSError as exc:
             raise Unavailable(f"cannot reach JupyterHub: {exc}") from None
-        return json.loads(response.body)
+        try:
+            model = json.loads(response.body)
+        except ValueError:
+            model = None
+        if not isinstance(model, dict):
+            raise Unavailable(f"JupyterHub answered {path} with something that is not a "
+                              "JSON object: is hub_api_url right?")
+        return model
 
     async def lookup(self, token: str) -> User | None:
         model = await self._get("/user", token)

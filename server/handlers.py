@@ -5,10 +5,12 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 import traceback
+import urllib.parse
 import uuid
 import zipfile
 
@@ -31,6 +33,17 @@ log = logging.getLogger("hpcbridge.server")
 def iso(value: dt.datetime | None) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
     return value
 
 
@@ -67,8 +80,11 @@ class APIHandler(web.RequestHandler):
 
     def body(self, model: type[BaseModel]) -> BaseModel:
         try:
-            data = json.loads(self.request.body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(self.request.body or b"{}", parse_constant=_no_constant,
+                              parse_float=_finite_float)
+        except (ValueError, RecursionError) as exc:
+            # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, ints past Python's
+            # 4300-digit limit, nesting deeper than the recursion limit: all bad input
             raise E.BadRequest(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise E.BadRequest("the body must be a JSON object")
@@ -109,6 +125,8 @@ class APIHandler(web.RequestHandler):
                 error=exc.code, message=exc.message,
                 details=[S.ErrorDetail(**d) for d in exc.details] if exc.details else None)
         elif isinstance(exc, web.HTTPError) and status_code < 500:
+            if status_code == 405:
+                self.set_header("Allow", ", ".join(self.allowed_methods()))
             code = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
                     413: "payload_too_large"}.get(status_code, "http_error")
             body = S.ErrorBody(error=code, message=exc.log_message or self._reason)
@@ -120,6 +138,10 @@ class APIHandler(web.RequestHandler):
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json")
         self.finish(body.model_dump_json())
+
+    def allowed_methods(self) -> list[str]:
+        return [m for m in self.SUPPORTED_METHODS if getattr(type(self), m.lower(), None)
+                is not web.RequestHandler._unimplemented_method]
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, E.APIError):
@@ -139,6 +161,16 @@ class APIHandler(web.RequestHandler):
             raise E.NotFound(f"no job {job_id}")
         return job
 
+    def status_filter(self) -> list[str]:
+        """?status=running,queued (or repeated): known statuses only."""
+        statuses = [s for v in self.get_query_arguments("status") for s in v.split(",") if s]
+        bad = [s for s in statuses if s not in ACTIVE | FINAL]
+        if bad:
+            raise E.ValidationFailed(
+                f"unknown status {bad[0]}; known: {', '.join(sorted(ACTIVE | FINAL))}",
+                [{"loc": ["query", "status"], "msg": "unknown status"}])
+        return statuses
+
     def job_user_filter(self) -> str | None:
         """Admins pass ?all=1 to see everybody's jobs through the same routes."""
         return None if (self.user.admin and self.get_query_argument("all", "") == "1") \
@@ -150,7 +182,9 @@ class NotFoundHandler(APIHandler):
 
     def prepare(self):
         job_id = self.path_kwargs.get("job_id")
-        raise E.NotFound(f"no job {job_id}" if job_id else f"no route {self.request.path}")
+        if job_id and self.request.path.rstrip("/").endswith("/" + job_id):
+            raise E.NotFound(f"no job {job_id}")
+        raise E.NotFound(f"no route {self.request.path}")
 
 
 class HealthHandler(APIHandler):
@@ -223,15 +257,8 @@ class AppHandler(APIHandler):
 
 class JobsHandler(APIHandler):
     def get(self):
-        statuses = self.get_query_arguments("status")
-        statuses = [s for v in statuses for s in v.split(",") if s]
-        valid = set(ACTIVE | FINAL)
-        bad = [s for s in statuses if s not in valid]
-        if bad:
-            raise E.ValidationFailed(f"unknown status {bad[0]}",
-                                     [{"loc": ["query", "status"], "msg": "unknown status"}])
         jobs, total = self.ctx.store.list_jobs(
-            user=self.job_user_filter(), status=statuses,
+            user=self.job_user_filter(), status=self.status_filter(),
             app=self.get_query_argument("app", None), hpc=self.get_query_argument("hpc", None),
             limit=self.int_arg("limit", 50, 1, 1000), offset=self.int_arg("offset", 0))
         self.send(S.JobList(jobs=[job_info(j) for j in jobs], total=total))
@@ -314,6 +341,8 @@ class JobCancelHandler(APIHandler):
         if job.status in FINAL:
             raise E.Conflict(f"job {job_id} already {job.status}")
         job = self.ctx.store.request_cancel(job.id)
+        if job.status in FINAL and not job.cancel_requested:  # it ended meanwhile
+            raise E.Conflict(f"job {job_id} already {job.status}")
         self.ctx.queue.advance(job.id, job.hpc)
         self.send(job_info(job), 202)
 
@@ -326,11 +355,32 @@ def _results_root(ctx, job) -> str:
     return os.path.join(ctx.site.results_dir, job.id)
 
 
+def _inside(root: str, path: str) -> bool:
+    """Whether path, links resolved, stays in root (root itself counts)."""
+    try:
+        real, top = os.path.realpath(path), os.path.realpath(root)
+    except (ValueError, OSError):  # NUL bytes, names too long, link loops
+        return False
+    return real == top or real.startswith(top + os.sep)
+
+
 def _confined(root: str, rel: str) -> str:
-    full = os.path.realpath(os.path.join(root, rel))
-    if full != os.path.realpath(root) and not full.startswith(os.path.realpath(root) + os.sep):
+    full = os.path.join(root, rel)
+    if not _inside(root, full):
         raise E.NotFound(f"no result {rel}")
-    return full
+    return os.path.realpath(full)
+
+
+def _result_files(root: str, folder: str):
+    """(path, name relative to folder) of the regular files under folder whose links, if
+    any, stay in root: a job's results may hold links, and they must not lead the middleware
+    to serve its own files."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if _inside(root, path) and os.path.isfile(path):
+                yield path, os.path.relpath(path, folder)
 
 
 class ResultsHandler(APIHandler):
@@ -338,15 +388,12 @@ class ResultsHandler(APIHandler):
         job = self.own_job(job_id, admin_view=True)
         root = _results_root(self.ctx, job)
         entries = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in dirnames:
-                entries.append(S.ResultEntry(path=os.path.relpath(
-                    os.path.join(dirpath, name), root), size=0, is_dir=True))
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                entries.append(S.ResultEntry(path=os.path.relpath(path, root),
-                                             size=os.path.getsize(path), is_dir=False))
+        for dirpath, dirnames, _ in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if _inside(root, os.path.join(dirpath, d)))
+            entries += [S.ResultEntry(path=os.path.relpath(os.path.join(dirpath, d), root),
+                                      size=0, is_dir=True) for d in dirnames]
+        entries += [S.ResultEntry(path=rel, size=os.path.getsize(path), is_dir=False)
+                    for path, rel in _result_files(root, root)]
         self.send(sorted(entries, key=lambda e: e.path))
 
 
@@ -358,9 +405,10 @@ class ResultFileHandler(APIHandler):
         if os.path.isdir(full):
             # a folder comes as a zip, built in a temporary file and streamed
             with tempfile.TemporaryFile() as tmp:
-                await asyncio.get_running_loop().run_in_executor(None, _zip_folder, full, tmp)
+                await asyncio.get_running_loop().run_in_executor(
+                    None, _zip_folder, root, full, tmp)
                 tmp.seek(0)
-                name = (os.path.basename(full) if rel else job.id) + ".zip"
+                name = (os.path.basename(full) if rel.strip("/.") else job.id) + ".zip"
                 await self._stream(tmp, name, "application/zip")
         elif os.path.isfile(full):
             with open(full, "rb") as f:
@@ -370,7 +418,7 @@ class ResultFileHandler(APIHandler):
 
     async def _stream(self, f, name, content_type):
         self.set_header("Content-Type", content_type)
-        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.set_header("Content-Disposition", content_disposition(name))
         while chunk := f.read(256 * 1024):
             self.write(chunk)
             try:
@@ -380,17 +428,32 @@ class ResultFileHandler(APIHandler):
         self.finish()
 
 
-def _zip_folder(folder, fileobj):
+def content_disposition(name: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact one in UTF-8 (RFC 6266):
+    header values are latin-1, and a result file may be called anything."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return (f'attachment; filename="{fallback}"; '
+            f"filename*=UTF-8''{urllib.parse.quote(name, safe='')}")
+
+
+def _zip_folder(root, folder, fileobj):
     with zipfile.ZipFile(fileobj, "w", zipfile.ZIP_DEFLATED) as zf:
-        for dirpath, _, filenames in os.walk(folder):
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                zf.write(path, os.path.relpath(path, folder))
+        for path, rel in _result_files(root, folder):
+            zf.write(path, rel)
+
+
+# a chunked upload past the limit is read and thrown away up to this much more, so that the
+# client, still sending, reads a 413 instead of a reset; past that the 413 is sent at once
+# and the connection closed
+UPLOAD_DISCARD_SLACK = 4 << 20
 
 
 @web.stream_request_body
 class UploadHandler(APIHandler):
     """POST a zip/tar archive (or one file with ?name=) as the raw body, streamed to disk."""
+
+    _tmp = None
+    _body_read = False
 
     async def prepare(self):
         await super().prepare()
@@ -398,7 +461,9 @@ class UploadHandler(APIHandler):
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise E.PayloadTooLarge(f"upload larger than the limit of {limit} bytes")
-        self.request.connection.set_max_body_size(limit + 1)
+        # tornado answers a bare 400 past its own bound (for chunked bodies even before
+        # the data arrives): lift it, data_received enforces ours in pieces of <= 64 KiB
+        self.request.connection.set_max_body_size(1 << 62)
         os.makedirs(self.ctx.site.uploads_dir, exist_ok=True)
         self._tmp = tempfile.NamedTemporaryFile(dir=self.ctx.site.uploads_dir,
                                                 prefix=".incoming-", delete=False)
@@ -406,32 +471,64 @@ class UploadHandler(APIHandler):
         self._too_large = False
 
     def data_received(self, chunk):
+        if self._finished:
+            return
         self._size += len(chunk)
-        if self._size > self.ctx.max_upload_bytes:
-            self._too_large = True
+        limit = self.ctx.max_upload_bytes
+        if self._size > limit:
+            if not self._too_large:
+                self._too_large = True
+                self._discard()  # nothing of it stays on disk
+            if self._size > limit + UPLOAD_DISCARD_SLACK:
+                # answer now; tornado closes the connection after the response
+                self.send_error(413, exc_info=(None, E.PayloadTooLarge(
+                    f"upload larger than the limit of {limit} bytes"), None))
             return
         self._tmp.write(chunk)
 
-    def on_finish(self):
-        tmp = getattr(self, "_tmp", None)
+    def _discard(self):
+        tmp, self._tmp = self._tmp, None
         if tmp is not None:
             tmp.close()
-            if os.path.exists(tmp.name):
+            try:
                 os.unlink(tmp.name)
+            except FileNotFoundError:
+                pass
+
+    def on_finish(self):
+        self._discard()
 
     def on_connection_close(self):
-        self.on_finish()
+        self._discard()
+
+    def write_error(self, status_code, **kwargs):
+        if not self._body_read:
+            # answered before the body was read: tornado closes the connection after this
+            # response, and a client must not send its next request on it
+            self.set_header("Connection", "close")
+        super().write_error(status_code, **kwargs)
 
     async def post(self):
-        self._tmp.close()
+        self._body_read = True
+        try:
+            upload = await self._receive()
+        finally:
+            self._discard()  # before the answer goes out, not after
+        self.send(S.UploadInfo(id=upload.id, name=upload.name, size=upload.size), 201)
+
+    async def _receive(self):
         limit = self.ctx.max_upload_bytes
         if self._too_large:
             raise E.PayloadTooLarge(f"upload larger than the limit of {limit} bytes")
+        self._tmp.close()
         if self._size == 0:
             raise E.ValidationFailed("the upload is empty", [{"loc": ["body"], "msg": "empty"}])
         upload_id = uuid.uuid4().hex
         dest = os.path.join(self.ctx.site.uploads_dir, upload_id)
         name = self.get_query_argument("name", "")
+        if "\0" in name or len(name.encode()) > 255:
+            raise E.ValidationFailed("invalid file name: NUL or longer than 255 bytes",
+                                     [{"loc": ["query", "name"], "msg": "invalid"}])
         try:
             if name and not name.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
                 safe = os.path.basename(name.replace("\\", "/"))
@@ -447,17 +544,15 @@ class UploadHandler(APIHandler):
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
-        upload = self.ctx.store.add_upload(id=upload_id, user=self.user.name,
-                                           name=name or upload_id, path=dest, size=size)
-        self.send(S.UploadInfo(id=upload.id, name=upload.name, size=upload.size), 201)
+        return self.ctx.store.add_upload(id=upload_id, user=self.user.name,
+                                         name=name or upload_id, path=dest, size=size)
 
 
 class AdminJobsHandler(APIHandler):
     def get(self):
         self.require_admin()
-        statuses = [s for v in self.get_query_arguments("status") for s in v.split(",") if s]
         jobs, total = self.ctx.store.list_jobs(
-            user=self.get_query_argument("user", None), status=statuses,
+            user=self.get_query_argument("user", None), status=self.status_filter(),
             limit=self.int_arg("limit", 50, 1, 1000), offset=self.int_arg("offset", 0))
         self.send(S.JobList(jobs=[job_info(j) for j in jobs], total=total))
 

@@ -44,6 +44,18 @@ def parse_manifest(data: dict) -> Manifest:
     if unknown:
         raise ValidationFailed(f"unknown slurm_input_rules {unknown}; "
                                f"known: {list(RESOURCE_NAMES)}")
+    for name, rule in manifest.slurm_input_rules.items():
+        # defaults go to the scheduler as they are: they must be of the resource's type
+        value = rule.default_value
+        if value is None:
+            continue
+        if name == "partition" and not isinstance(value, str) or name != "partition" and (
+                isinstance(value, bool) or not isinstance(value, int)):
+            raise ValidationFailed(
+                f"slurm_input_rules.{name}.default_value must be "
+                f"{'a string' if name == 'partition' else 'an integer'}",
+                [{"loc": ["manifest", "slurm_input_rules", name, "default_value"],
+                  "msg": "wrong type"}])
     return manifest
 
 
@@ -55,6 +67,9 @@ def _number(rule, value, loc, errors, integer: bool):
         number = int(value) if integer and not isinstance(value, float) else float(value)
     except (TypeError, ValueError):
         errors.append({"loc": loc, "msg": "must be an integer" if integer else "must be a number"})
+        return None
+    except ZeroDivisionError:  # TEMP
+        errors.append({"loc": loc, "msg": "must be a finite number"})
         return None
     if integer and (isinstance(number, float) and not number.is_integer()):
         errors.append({"loc": loc, "msg": "must be an integer"})

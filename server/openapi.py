@@ -42,14 +42,27 @@ ROUTES = [
     ("get", "/admin/workers", "Maintainer workers and their leases (admin)", None,
      {200: [S.WorkerInfo]}, True),
 ]
+_STATUS = {"type": "array", "items": {"type": "string", "enum": [
+    "queued", "staging", "submitted", "running", "finishing", "succeeded", "failed",
+    "cancelled"]}, "description": "repeat it, or join with commas"}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
+_OFFSET = {"type": "integer", "minimum": 0, "default": 0}
+# query parameters, with the bounds the handlers enforce (422 outside them)
 QUERY = {
-    "/jobs": [("status", "string"), ("app", "string"), ("hpc", "string"),
-              ("limit", "integer"), ("offset", "integer"), ("all", "string")],
-    "/admin/jobs": [("status", "string"), ("user", "string"), ("limit", "integer"),
-                    ("offset", "integer")],
-    "/jobs/{job_id}/logs": [("stream", "string"), ("offset", "integer"), ("limit", "integer")],
-    "/uploads": [("name", "string")],
+    "/jobs": [("status", _STATUS), ("app", "string"), ("hpc", "string"),
+              ("limit", _LIMIT), ("offset", _OFFSET),
+              ("all", {"type": "string", "description": "admins: 1 = everybody's jobs"})],
+    "/admin/jobs": [("status", _STATUS), ("user", "string"), ("limit", _LIMIT),
+                    ("offset", _OFFSET)],
+    "/jobs/{job_id}/logs": [("stream", {"type": "string", "enum": ["stdout", "stderr"],
+                                        "default": "stdout"}),
+                            ("offset", _OFFSET),
+                            ("limit", {"type": "integer", "minimum": 1, "maximum": 1 << 24})],
+    "/uploads": [("name", {"type": "string", "description": "the file's name when the body "
+                                                            "is one file, not an archive"})],
 }
+# path parameters that are not free strings
+PATH = {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 ERRORS = {400: "Bad request", 401: "Missing or invalid token", 403: "Forbidden",
           404: "Not found", 409: "Conflict", 413: "Too large", 422: "Invalid input",
           500: "Internal error (with an error id)", 503: "A dependency is unavailable"}
@@ -63,9 +76,10 @@ def build_openapi(prefix: str = "/api/v1") -> dict:
     for method, path, summary, request, responses, admin in ROUTES:
         op: dict = {"summary": summary, "operationId": _op_id(method, path),
                     "responses": {}, "tags": ["admin" if admin else path.split("/")[1]]}
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in _path_params(path)]
-        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t}}
+        params = [{"name": p, "in": "path", "required": True,
+                   "schema": PATH.get(p, {"type": "string"})} for p in _path_params(path)]
+        params += [{"name": n, "in": "query", "required": False,
+                    "schema": t if isinstance(t, dict) else {"type": t}}
                    for n, t in QUERY.get(path, [])]
         if params:
             op["parameters"] = params

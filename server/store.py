@@ -164,19 +164,20 @@ class Store:
         self.update_job(job_id, **values)
 
     def request_cancel(self, job_id: str) -> Job | None:
+        """Record a cancel request once (a conditional UPDATE: concurrent requests write
+        one event) if the job is still active; returns the job as it is now."""
+        now = utcnow()
         with self.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                return None
-            if job.status in ACTIVE and not job.cancel_requested:
-                job.cancel_requested = True
-                job.updated_at = utcnow()
-                s.add(Event(job_id=job_id, time=job.updated_at, type="cancel_requested",
+            result = s.exec(update(Job).where(Job.id == job_id, Job.status.in_(list(ACTIVE)),
+                                              Job.cancel_requested.is_(False))
+                            .values(cancel_requested=True, updated_at=now))
+            if result.rowcount == 1:
+                s.add(Event(job_id=job_id, time=now, type="cancel_requested",
                             message="cancel requested"))
-                s.add(job)
                 s.commit()
-                s.refresh(job)
-            return job
+            else:
+                s.rollback()
+        return self.get_job(job_id)
 
     # --- events ---------------------------------------------------------------------
     def add_event(self, job_id: str, type_: str, message: str, touch: bool = True) -> None:

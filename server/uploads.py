@@ -1,11 +1,13 @@
 """Unpacking uploaded archives safely: nothing lands outside the upload's folder."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 
 from .errors import PayloadTooLarge, ValidationFailed
 
@@ -63,6 +65,16 @@ def extract(archive: str, dest: str, max_bytes: int) -> int:
         else:
             raise ValidationFailed("an upload must be a zip or tar archive, or send ?name= "
                                    "for a single file")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise ValidationFailed(f"the archive is damaged: {exc}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error,
+            NotImplementedError, RuntimeError) as exc:
+        # damaged data, unsupported compression or an encrypted member
+        raise ValidationFailed(f"the archive is damaged or unsupported: {exc}") from None
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        # e.g. a file "a" and a member "a/b": the archive contradicts itself
+        raise ValidationFailed(f"the archive's members clash: {exc.strerror}: "
+                               f"{os.path.relpath(exc.filename, dest)}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ValidationFailed("an archive member's name is too long") from None
+        raise
     return total

@@ -52,9 +52,14 @@ class LocalHandler(SchedulerHandler):
         await self.transport.resolve_work_root()
         script = f"{spec.workdir}/job.sbatch"
         await self.transport.write_bytes(script, render_batch_script(spec).encode(), 0o700)
-        job_id = str(time.time_ns() // 1000)
-        state = self._state(job_id)
-        os.makedirs(state)
+        while True:  # the state folder claims the id, also against other workers
+            job_id = str(time.time_ns() // 1000)
+            state = self._state(job_id)
+            try:
+                os.makedirs(state)
+                break
+            except FileExistsError:
+                continue
         with open(os.path.join(state, "name"), "w") as f:
             f.write(spec.name)
         result = await self.transport.run([

@@ -75,7 +75,10 @@ def cmd_status(client: Client, args) -> int:
 
 def cmd_logs(client: Client, args) -> int:
     job = client.job(args.job_id)
-    if args.follow:
+    if args.follow and args.json:  # JSON lines, one per piece of output as it comes
+        for chunk in job.follow_logs(args.stream):
+            print(json.dumps({"stream": args.stream, "data": chunk}), flush=True)
+    elif args.follow:
         job.logs(args.stream, follow=True)
     else:
         text = job.logs(args.stream)

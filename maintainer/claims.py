@@ -1,0 +1,60 @@
+"""Per-job claims in Redis: at most one worker stages (or finishes) a given job at a time.
+
+The same job can be handed to the pool more than once — the middleware enqueues it when it
+is created, the poller when it has room for it, reconciliation when its worker died — and
+two workers staging one job would both find nothing under its name and both call `sbatch`.
+A claim is a Redis key holding the worker id. A claim whose holder stopped beating its
+heart (worker_timeout) is taken over, so a worker killed mid-staging does not strand its
+jobs; the key's TTL is only a last resort.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+CLAIM_TTL_MS = 3600 * 1000  # as long as an rq task may run (job_timeout)
+
+TAKE_OVER = """local v = redis.call('get', KEYS[1])
+if (not v) or v == ARGV[1] or v == ARGV[3] then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0"""
+RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1]) end
+return 0"""
+
+
+def claim_key(rt, job_id: str) -> str:
+    return rt.key("claim", job_id)
+
+
+def take(rt, job_id: str) -> bool:
+    """Claim the job for this worker: free, already ours, or held by a dead worker."""
+    key = claim_key(rt, job_id)
+    me = rt.worker_id
+    if rt.redis.set(key, me, nx=True, px=CLAIM_TTL_MS):
+        return True
+    holder = rt.redis.get(key)
+    if holder is None:  # released meanwhile: try once more
+        return bool(rt.redis.set(key, me, nx=True, px=CLAIM_TTL_MS))
+    holder = holder.decode()
+    if holder != me and holder in rt.alive_workers():
+        return False
+    script = rt.redis.register_script(TAKE_OVER)
+    return bool(script(keys=[key], args=[me, CLAIM_TTL_MS, holder]))
+
+
+def release(rt, job_id: str) -> None:
+    rt.redis.register_script(RELEASE)(keys=[claim_key(rt, job_id)], args=[rt.worker_id])
+
+
+@contextlib.contextmanager
+def claimed(rt, job_id: str) -> Iterator[bool]:
+    """`with claimed(rt, job_id) as mine:` — mine is False if a live worker has the job."""
+    mine = take(rt, job_id)
+    try:
+        yield mine
+    finally:
+        if mine:
+            release(rt, job_id)
