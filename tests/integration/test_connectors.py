@@ -41,6 +41,7 @@ from hpcbridge.connectors.transport import CommandResult
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
+
 # --- stack access -------------------------------------------------------------------------
 @pytest.fixture
 def ssh(stack, ssh_target):
@@ -75,11 +76,12 @@ async def pool(ssh):
 
 
 async def _cleanup(p):
-    if p._closed:
-        p = ConnectorPool(p.config.model_copy())
+    tracked = p.tracked
+    if p._closed:  # a test closed its pool: clean up through a fresh one
+        p = ConnectorPool(p.config)
     try:
-        if getattr(p, "tracked", None):
-            await asyncio.wait_for(p.run(["scancel", *p.tracked]), 60)
+        if tracked:
+            await asyncio.wait_for(p.run(["scancel", *tracked]), 60)
         root = await asyncio.wait_for(p.resolve_work_root(), 30)
         assert "/hpcbridge-tests/" in root
         await asyncio.wait_for(p.run(["rm", "-rf", "--", root]), 60)
