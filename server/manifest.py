@@ -68,7 +68,7 @@ def _number(rule, value, loc, errors, integer: bool):
     except (TypeError, ValueError):
         errors.append({"loc": loc, "msg": "must be an integer" if integer else "must be a number"})
         return None
-    except ZeroDivisionError:  # TEMP
+    except OverflowError:  # an integer too large for a float
         errors.append({"loc": loc, "msg": "must be a finite number"})
         return None
     if integer and (isinstance(number, float) and not number.is_integer()):
