@@ -289,3 +289,18 @@ async def async_chromium(chromium_launch_options):
 # ============================================================================================
 # More fixtures go below this line.
 # ============================================================================================
+
+
+@pytest.fixture(scope="module")
+def slurm_middleware(stack, hub, redis_url, tmp_path_factory, request):
+    """A middleware + maintainer (JupyterHub auth) with the stack's Slurm as HPC `slurm`."""
+    from services import Services, remove_remote, slurm_hpc, wait_for_sshd
+
+    wait_for_sshd(stack)
+    request.getfixturevalue("ssh_target")
+    services = Services(str(tmp_path_factory.mktemp("mw")), stack, auth="hub")
+    services.hpcs = [slurm_hpc(stack, services.run_id)]
+    services.start()
+    yield services
+    services.stop()
+    remove_remote(stack, f"hpcbridge-it/{services.run_id}")

@@ -181,3 +181,23 @@ class Services:
         raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s; "
                              f"events: {json.dumps(http.get(f'jobs/{job_id}/events').json())}"
                              f"\nmaintainer log:\n{self.log('maintainer')}")
+
+
+def wait_for_sshd(stack: dict, timeout: float = 90) -> None:
+    """Another test may restart sshd for a moment: give it time before the probe."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((stack["ssh"]["host"], stack["ssh"]["port"]), 2):
+                return
+        except OSError:
+            time.sleep(0.5)
+
+
+def remove_remote(stack: dict, path: str) -> None:
+    """rm -rf a path under hpcuser's home on the login node (test clean-up)."""
+    ssh = stack["ssh"]
+    subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                    "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-o", "ConnectTimeout=5",
+                    "-i", ssh["key"], "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}",
+                    "rm", "-rf", path], capture_output=True, timeout=60)

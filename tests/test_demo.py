@@ -35,7 +35,7 @@ def test_headless_demo_runs_a_job_and_cleans_up(tmp_path):
     result = run_demo(data_dir, free_port())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "succeeded" in result.stdout
-    line = next(l for l in result.stdout.splitlines() if l.startswith("result:"))
+    line = next(x for x in result.stdout.splitlines() if x.startswith("result:"))
     summary = json.loads(line.split(":", 1)[1])
     assert summary == {**summary, "limit": 2_000_000, "count": 148933, "largest": 1999993}
     # the result file was really downloaded through the API

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from services import Services, free_port, slurm_hpc
+from services import free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -18,33 +18,10 @@ HPCBRIDGE = os.path.join(os.path.dirname(sys.executable), "hpcbridge")
 WAIT = 240
 
 
-def wait_for_sshd(stack: dict, timeout: float = 90) -> None:
-    """Another test may restart sshd for a moment: give it time before the probe."""
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((stack["ssh"]["host"], stack["ssh"]["port"]), 2):
-                return
-        except OSError:
-            time.sleep(0.5)
-
 
 @pytest.fixture(scope="module")
-def mw(stack, hub, redis_url, tmp_path_factory, request):
-    wait_for_sshd(stack)
-    request.getfixturevalue("ssh_target")
-    services = Services(str(tmp_path_factory.mktemp("cli")), stack, auth="hub")
-    services.hpcs = [slurm_hpc(stack, services.run_id)]
-    services.start()
-    yield services
-    services.stop()
-    ssh = stack["ssh"]
-    subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-                    "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-i", ssh["key"],
-                    "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}", "rm", "-rf",
-                    f"hpcbridge-it/{services.run_id}"], capture_output=True, timeout=60)
-
+def mw(slurm_middleware):
+    return slurm_middleware
 
 def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()

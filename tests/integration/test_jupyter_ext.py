@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from services import Services, free_port, slurm_hpc
+from services import Services, free_port, remove_remote, slurm_hpc, wait_for_sshd
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -28,13 +28,6 @@ VENV_BIN = os.path.dirname(sys.executable)
 WAIT = 240
 JTOKEN = "jupyter-test-token"
 
-
-def remove_remote(stack: dict, path: str) -> None:
-    ssh = stack["ssh"]
-    subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-                    "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-i", ssh["key"],
-                    "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}", "rm", "-rf", path],
-                   capture_output=True, timeout=60)
 
 
 def port_open(port: int) -> bool:
@@ -109,30 +102,10 @@ class JupyterServer:
                 self.proc.wait()
 
 
-def wait_for_sshd(stack: dict, timeout: float = 90) -> None:
-    """Another test may restart sshd for a moment: give it time before the probe."""
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((stack["ssh"]["host"], stack["ssh"]["port"]), 2):
-                return
-        except OSError:
-            time.sleep(0.5)
-
 
 @pytest.fixture(scope="module")
-def mw(stack, hub, redis_url, tmp_path_factory, request):
-    wait_for_sshd(stack)
-    request.getfixturevalue("ssh_target")
-    """A middleware + maintainer on a free port (not the hub's 8710)."""
-    services = Services(str(tmp_path_factory.mktemp("ext-mw")), stack, auth="hub")
-    services.hpcs = [slurm_hpc(stack, services.run_id)]
-    services.start()
-    yield services
-    services.stop()
-    remove_remote(stack, f"hpcbridge-it/{services.run_id}")
-
+def mw(slurm_middleware):
+    return slurm_middleware
 
 @pytest.fixture(scope="module")
 def lab(mw, hub, tmp_path_factory):

@@ -6,11 +6,10 @@ hub's Spawner.environment) and JUPYTERHUB_API_TOKEN (the user's token)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
-from services import Services, slurm_hpc
+from services import Services, remove_remote, slurm_hpc, wait_for_sshd
 
 from hpcbridge import Client
 from hpcbridge.errors import (
@@ -27,37 +26,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 WAIT = 240  # generous: other helpers share Slurm and restart sshd now and then
 
 
-def remove_remote(stack: dict, path: str) -> None:
-    ssh = stack["ssh"]
-    subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-                    "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-o", "ConnectTimeout=5",
-                    "-i", ssh["key"], "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}",
-                    "rm", "-rf", path], capture_output=True, timeout=60)
-
-
-def wait_for_sshd(stack: dict, timeout: float = 90) -> None:
-    """Another test may restart sshd for a moment: give it time before the probe."""
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((stack["ssh"]["host"], stack["ssh"]["port"]), 2):
-                return
-        except OSError:
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
-def mw(stack, hub, redis_url, tmp_path_factory, request):
-    wait_for_sshd(stack)
-    request.getfixturevalue("ssh_target")
-    services = Services(str(tmp_path_factory.mktemp("sdk")), stack, auth="hub")
-    services.hpcs = [slurm_hpc(stack, services.run_id)]
-    services.start()
-    yield services
-    services.stop()
-    remove_remote(stack, f"hpcbridge-it/{services.run_id}")
-
+def mw(slurm_middleware):
+    return slurm_middleware
 
 @pytest.fixture
 def alice_env(mw, hub, monkeypatch):
