@@ -38,6 +38,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,7 @@ def main() -> int:
                                       id_file, os.path.join(tmp, "squeue.txt")]))
     finally:
         loop.run_until_complete(cancel_all(pool, ids))
+        loop.run_until_complete(pool.run(["rm", "-rf", f"hpcbridge-bench/{run}"]))
         loop.run_until_complete(pool.close())
     if synthetic and results:
         # model the commands' times on the real runs
@@ -150,6 +152,7 @@ def main() -> int:
             results.append(run_child(["synthetic", args.stack, run, str(n), str(args.cycles),
                                       os.path.join(tmp, "squeue.txt"), repr(a), repr(b),
                                       repr(per_command)]))
+    shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"{'jobs':>6} {'mode':>9} | {'ours: cmds/cycle':>16} {'cycle s':>8} {'cpu s':>6} "
           f"{'RSS MB':>7} | {'baseline: cmds':>14} {'cycle s':>8} | {'cmd ratio':>9} "
@@ -317,6 +320,7 @@ def child(argv: list[str]) -> int:
                 rt.redis.delete(*keys)
         finally:
             rt.close()
+            shutil.rmtree(data, ignore_errors=True)
     return 0
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from services import Services, slurm_hpc
+from services import Services, remove_remote, slurm_hpc, wait_for_sshd
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -79,8 +79,10 @@ def squeue_names(stack: dict) -> list[str]:
 
 # --- services -----------------------------------------------------------------------------------
 @pytest.fixture
-def slurm_services(tmp_path, stack, redis_url, ssh_target, hub):
+def slurm_services(tmp_path, stack, redis_url, hub, request):
     """A factory: Services with a Slurm HPC of the stack, stopped and cleaned up after."""
+    wait_for_sshd(stack)  # another suite restarts sshd now and then
+    request.getfixturevalue("ssh_target")
     started: list[Services] = []
 
     def make(capacity=4, workers=2, maintainer=True, extra_hpcs=(), **hpc) -> Services:
@@ -95,7 +97,7 @@ def slurm_services(tmp_path, stack, redis_url, ssh_target, hub):
             cancel_leftovers(svc, stack)
         finally:
             svc.stop()
-            remote(stack, f"rm -rf ~/hpcbridge-it/{svc.run_id}")
+            remove_remote(stack, f"hpcbridge-it/{svc.run_id}")
 
 
 def cancel_leftovers(svc: Services, stack: dict) -> None:
