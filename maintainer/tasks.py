@@ -67,15 +67,21 @@ def next_to_admit(rt: Runtime, hpc) -> list:
     return L.fair_pick(rt.store.active_jobs(hpc.id, ["queued"]), in_scheduler, free)
 
 
-def stage_and_submit(rt: Runtime, job) -> str:
-    """staging → submitted, by one worker at a time (the same job may be enqueued twice)."""
-    with claimed(rt, job.id) as mine:
+def _exclusively(rt: Runtime, job_id: str, status: str, step) -> str:
+    """Run `step` on a job still in `status`, by one worker at a time (the same job may be
+    enqueued twice)."""
+    with claimed(rt, job_id) as mine:
         if not mine:
-            return "staging: another worker has it"
-        job = rt.store.get_job(job.id)
-        if job is None or job.status != "staging":
+            return f"{status}: another worker has it"
+        job = rt.store.get_job(job_id)
+        if job is None or job.status != status:
             return f"{job.status if job else 'gone'}: already moved on"
-        return _stage_and_submit(rt, job)
+        return step(rt, job)
+
+
+def stage_and_submit(rt: Runtime, job) -> str:
+    """staging → submitted."""
+    return _exclusively(rt, job.id, "staging", _stage_and_submit)
 
 
 def _stage_and_submit(rt: Runtime, job) -> str:
@@ -156,13 +162,7 @@ def cancel(rt: Runtime, job) -> str:
 
 def finish(rt: Runtime, job) -> str:
     """finishing → succeeded | failed | cancelled: last logs, results home, quota, cleanup."""
-    with claimed(rt, job.id) as mine:
-        if not mine:
-            return "finishing: another worker has it"
-        job = rt.store.get_job(job.id)
-        if job is None or job.status != "finishing":
-            return f"{job.status if job else 'gone'}: already moved on"
-        return _finish(rt, job)
+    return _exclusively(rt, job.id, "finishing", _finish)
 
 
 def _finish(rt: Runtime, job) -> str:

@@ -31,37 +31,14 @@ def extract(archive: str, dest: str, max_bytes: int) -> int:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    rel = _check_member(info.filename)
-                    if stat.S_ISLNK(info.external_attr >> 16):
-                        raise ValidationFailed(f"archive member {info.filename!r} is a link")
-                    target = os.path.join(dest, rel)
-                    if info.is_dir():
-                        os.makedirs(target, exist_ok=True)
-                        continue
-                    total += info.file_size
-                    if total > max_bytes:
-                        raise PayloadTooLarge("the unpacked upload is too large")
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out)
+                total = _write_members(dest, max_bytes, (
+                    (i.filename, i.is_dir(), stat.S_ISLNK(i.external_attr >> 16), i.file_size,
+                     lambda i=i: zf.open(i)) for i in zf.infolist()))
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                for member in tf:
-                    rel = _check_member(member.name)
-                    if not (member.isfile() or member.isdir()):
-                        raise ValidationFailed(
-                            f"archive member {member.name!r} is a link or special file")
-                    target = os.path.join(dest, rel)
-                    if member.isdir():
-                        os.makedirs(target, exist_ok=True)
-                        continue
-                    total += member.size
-                    if total > max_bytes:
-                        raise PayloadTooLarge("the unpacked upload is too large")
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    with tf.extractfile(member) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out)
+                total = _write_members(dest, max_bytes, (
+                    (m.name, m.isdir(), not (m.isfile() or m.isdir()), m.size,
+                     lambda m=m: tf.extractfile(m)) for m in tf))
         else:
             raise ValidationFailed("an upload must be a zip or tar archive, or send ?name= "
                                    "for a single file")
@@ -77,4 +54,24 @@ def extract(archive: str, dest: str, max_bytes: int) -> int:
         if exc.errno == errno.ENAMETOOLONG:
             raise ValidationFailed("an archive member's name is too long") from None
         raise
+    return total
+
+
+def _write_members(dest: str, max_bytes: int, members) -> int:
+    """Write archive members (name, is_dir, is_link_or_special, size, open) under dest."""
+    total = 0
+    for name, is_dir, is_special, size, open_member in members:
+        rel = _check_member(name)
+        if is_special:
+            raise ValidationFailed(f"archive member {name!r} is a link or special file")
+        target = os.path.join(dest, rel)
+        if is_dir:
+            os.makedirs(target, exist_ok=True)
+            continue
+        total += size
+        if total > max_bytes:
+            raise PayloadTooLarge("the unpacked upload is too large")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open_member() as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
     return total
