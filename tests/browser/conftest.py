@@ -21,21 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from services import Services, free_port, local_hpc, slurm_hpc
+from services import Services, free_port, local_hpc, remove_remote, slurm_hpc
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 SHOTS = REPO / "docs" / "screenshots"
 SIDEBAR_WIDTH = 470  # px: wide enough for the form's hints and the log lines
-
-
-def remove_remote(stack: dict, path: str) -> None:
-    """rm -rf a folder of the login node (the jobs' work dirs of one test run)."""
-    ssh = stack["ssh"]
-    subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-                    "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-o", "ConnectTimeout=5",
-                    "-i", ssh["key"], "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}",
-                    "rm", "-rf", path], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
