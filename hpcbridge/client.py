@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from .archive import zip_folder
 from .errors import (
     ConfigurationError,
     HPCBridgeError,
@@ -120,12 +121,7 @@ class Client:
                 return self._json("POST", "uploads", params={"name": os.path.basename(path)},
                                   content=_chunks(f))["id"]
         with tempfile.TemporaryFile() as tmp:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                for dirpath, _, files in os.walk(path):
-                    for name in files:
-                        full = os.path.join(dirpath, name)
-                        if not os.path.islink(full):
-                            zf.write(full, os.path.relpath(full, path))
+            zip_folder(path, tmp)
             tmp.seek(0)
             return self._json("POST", "uploads", params={"name": "data.zip"},
                               content=_chunks(tmp))["id"]

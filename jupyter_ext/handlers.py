@@ -17,6 +17,8 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, iostream, web
 from tornado.simple_httpclient import HTTPStreamClosedError
 
+from hpcbridge.archive import zip_folder
+
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length",
                "content-encoding", "server", "date"}
 
@@ -248,7 +250,7 @@ class LocalUploadHandler(BaseHandler):
             return self.write_json_error(404, "not_found", f"no file or folder {rel!r}")
         with tempfile.TemporaryFile() as tmp:
             if os.path.isdir(full):
-                await asyncio.get_running_loop().run_in_executor(None, _zip_folder, full, tmp)
+                await asyncio.get_running_loop().run_in_executor(None, zip_folder, full, tmp)
                 name = os.path.basename(full.rstrip("/")) + ".zip"
             else:
                 with open(full, "rb") as src:
@@ -304,15 +306,6 @@ class LocalDownloadHandler(BaseHandler):
 def _quote(value: str) -> str:
     from urllib.parse import quote
     return quote(value, safe="")
-
-
-def _zip_folder(folder: str, fileobj) -> None:
-    with zipfile.ZipFile(fileobj, "w", zipfile.ZIP_DEFLATED) as zf:
-        for dirpath, _, files in os.walk(folder):
-            for name in files:
-                path = os.path.join(dirpath, name)
-                if not os.path.islink(path):
-                    zf.write(path, os.path.relpath(path, folder))
 
 
 def _unzip(fileobj, dest: str) -> None:
