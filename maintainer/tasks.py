@@ -10,7 +10,7 @@ from redis.exceptions import LockError
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
 from hpcbridge.connectors.spec import job_name
 from hpcbridge.lifecycle import FINAL, IN_SCHEDULER
-from hpcbridge.server.manifest import parse_manifest
+from hpcbridge.manifest import parse_manifest
 
 from . import lifecycle as L
 from .claims import claimed

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 
 from .errors import ValidationFailed
-from .manifest import Manifest, parse_manifest
+from hpcbridge.manifest import Manifest, parse_manifest
 from .models import App
 
 

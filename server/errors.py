@@ -1,52 +1,57 @@
-"""API exceptions and the one registry that maps them to HTTP statuses."""
+"""API exceptions; their codes and statuses come from the one registry (hpcbridge.errors)."""
 from __future__ import annotations
 
 from typing import Any
 
+from hpcbridge.errors import ERROR_CODES
+
 
 class APIError(Exception):
-    status = 500
     code = "internal_error"
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None):
         super().__init__(message)
         self.message, self.details = message, details
 
+    @property
+    def status(self) -> int:
+        return ERROR_CODES[self.code].status
+
 
 class BadRequest(APIError):
-    status, code = 400, "bad_request"
+    code = "bad_request"
 
 
 class Unauthorized(APIError):
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class Forbidden(APIError):
-    status, code = 403, "forbidden"
+    code = "forbidden"
 
 
 class NotFound(APIError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class Conflict(APIError):
-    status, code = 409, "conflict"
+    code = "conflict"
 
 
 class PayloadTooLarge(APIError):
-    status, code = 413, "payload_too_large"
+    code = "payload_too_large"
 
 
 class ValidationFailed(APIError):
-    status, code = 422, "validation_error"
+    code = "validation_error"
 
 
 class QuotaExceeded(APIError):
-    status, code = 403, "quota_exceeded"
+    code = "quota_exceeded"
 
 
 class Unavailable(APIError):
-    status, code = 503, "unavailable"
+    code = "unavailable"
 
 
 def from_pydantic(exc, prefix: tuple = ()) -> ValidationFailed:

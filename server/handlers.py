@@ -24,7 +24,7 @@ from hpcbridge.lifecycle import ACTIVE, FINAL
 from . import errors as E
 from .apps import fetch_app
 from .auth import User, token_from_header
-from .manifest import parse_manifest, validate_params, validate_resources
+from hpcbridge.manifest import ManifestError, parse_manifest, validate_params, validate_resources
 from .uploads import extract
 
 log = logging.getLogger("hpcbridge.server")
@@ -120,6 +120,8 @@ class APIHandler(web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         error_id = None
+        if isinstance(exc, ManifestError):  # the manifest rules' neutral error is a 422
+            exc = E.ValidationFailed(exc.message, exc.details)
         if isinstance(exc, E.APIError):
             status_code, body = exc.status, S.ErrorBody(
                 error=exc.code, message=exc.message,

@@ -1,4 +1,8 @@
-"""Application manifests (CyberGIS-Compute format) and the rules they impose (pure)."""
+"""Application manifests (CyberGIS-Compute format) and the rules they impose (pure).
+
+Errors are neutral (`ManifestError`): the middleware answers them with 422, the maintainer
+ends the job `failed` with the message.
+"""
 from __future__ import annotations
 
 import math
@@ -8,7 +12,23 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hpcbridge.schemas import ParamRule, Resources, SlurmRule
 
-from .errors import ValidationFailed, from_pydantic
+
+
+class ManifestError(ValueError):
+    """A manifest, parameter or resource that breaks the rules; `details` holds
+    `[{"loc": [...], "msg": ...}]` for each field."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message, self.details = message, details
+
+
+def field_errors(exc: ValidationError, prefix: tuple = ()) -> ManifestError:
+    """A pydantic ValidationError as a ManifestError with field paths."""
+    details = [{"loc": [*prefix, *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+    first = details[0] if details else {"loc": [], "msg": "invalid"}
+    where = ".".join(str(p) for p in first["loc"])
+    return ManifestError(f"{where}: {first['msg']}" if where else first["msg"], details)
 
 RESOURCE_NAMES = ("time", "cpus", "memory", "gpus", "partition")
 
@@ -36,13 +56,13 @@ def parse_manifest(data: dict) -> Manifest:
     try:
         manifest = Manifest(**data)
     except ValidationError as exc:
-        raise from_pydantic(exc, ("manifest",)) from None
+        raise field_errors(exc, ("manifest",)) from None
     bad = [n for n in manifest.param_rules if not n.isidentifier()]
     if bad:
-        raise ValidationFailed(f"parameter names must be identifiers: {bad}")
+        raise ManifestError(f"parameter names must be identifiers: {bad}")
     unknown = [n for n in manifest.slurm_input_rules if n not in RESOURCE_NAMES]
     if unknown:
-        raise ValidationFailed(f"unknown slurm_input_rules {unknown}; "
+        raise ManifestError(f"unknown slurm_input_rules {unknown}; "
                                f"known: {list(RESOURCE_NAMES)}")
     for name, rule in manifest.slurm_input_rules.items():
         # defaults go to the scheduler as they are: they must be of the resource's type
@@ -51,7 +71,7 @@ def parse_manifest(data: dict) -> Manifest:
             continue
         if name == "partition" and not isinstance(value, str) or name != "partition" and (
                 isinstance(value, bool) or not isinstance(value, int)):
-            raise ValidationFailed(
+            raise ManifestError(
                 f"slurm_input_rules.{name}.default_value must be "
                 f"{'a string' if name == 'partition' else 'an integer'}",
                 [{"loc": ["manifest", "slurm_input_rules", name, "default_value"],
@@ -128,7 +148,7 @@ def validate_params(manifest: Manifest, params: dict[str, Any]) -> dict[str, Any
             else:
                 clean[name] = value
     if errors:
-        raise ValidationFailed(_summary(errors), errors)
+        raise ManifestError(_summary(errors), errors)
     return clean
 
 
@@ -160,7 +180,7 @@ def validate_resources(manifest: Manifest, resources: Resources, partitions: lis
     if clean.get("time", 0) > max_time:
         errors.append({"loc": ["resources", "time"], "msg": f"must be at most {max_time}"})
     if errors:
-        raise ValidationFailed(_summary(errors), errors)
+        raise ManifestError(_summary(errors), errors)
     return clean
 
 
