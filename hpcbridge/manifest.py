@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hpcbridge.schemas import ParamRule, Resources, SlurmRule
 
 
-
 class ManifestError(ValueError):
     """A manifest, parameter or resource that breaks the rules; `details` holds
     `[{"loc": [...], "msg": ...}]` for each field."""

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import tempfile
 
-from .errors import ValidationFailed
 from hpcbridge.manifest import Manifest, parse_manifest
+
+from .errors import ValidationFailed
 from .models import App
 
 

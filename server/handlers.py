@@ -20,11 +20,11 @@ from tornado import iostream, web
 from hpcbridge import __version__
 from hpcbridge import schemas as S
 from hpcbridge.lifecycle import ACTIVE, FINAL
+from hpcbridge.manifest import ManifestError, parse_manifest, validate_params, validate_resources
 
 from . import errors as E
 from .apps import fetch_app
 from .auth import User, token_from_header
-from hpcbridge.manifest import ManifestError, parse_manifest, validate_params, validate_resources
 from .uploads import extract
 
 log = logging.getLogger("hpcbridge.server")

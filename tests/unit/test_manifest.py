@@ -8,8 +8,8 @@ import os
 import pytest
 
 from hpcbridge.config import BUNDLED_APPS
-from hpcbridge.schemas import Resources
 from hpcbridge.manifest import ManifestError, parse_manifest, validate_params, validate_resources
+from hpcbridge.schemas import Resources
 
 
 def manifest(params=None, slurm=None, **extra):
