@@ -115,6 +115,39 @@ def empty_queue(stack: dict, svc: Services) -> None:
         conn.close()
 
 
+def report(args, results: dict[str, list[dict]]) -> dict:
+    """Print the table of both modes and return the figures of the JSON line."""
+    summary = {}
+    for mode, rounds in results.items():
+        middle = sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2]  # the median round
+        summary[mode] = {"rps": statistics.median(r["rps"] for r in rounds),
+                         "rps_rounds": [round(r["rps"], 1) for r in rounds],
+                         "p50_ms": middle["p50_ms"], "p99_ms": middle["p99_ms"],
+                         "requests": sum(r["requests"] for r in rounds),
+                         "errors": sum(r["errors"] for r in rounds)}
+    on, off = summary["cache on"], summary["cache off"]
+    ratio = on["rps"] / off["rps"] if off["rps"] else float("inf")
+
+    print(f"GET /api/v1/jobs/{{id}} with a JupyterHub token ({args.user}), "
+          f"{args.concurrency} connections, {args.rounds} x {args.duration:g} s per mode, "
+          f"one middleware process each, os.cpu_count()={os.cpu_count()}")
+    print(f"{'token cache':<12} {'req/s (median)':>15} {'rounds':>24} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'requests':>9} {'errors':>7}")
+    for mode, s in summary.items():
+        print(f"{mode:<12} {s['rps']:>15.1f} {str(s['rps_rounds']):>24} {s['p50_ms']:>8.2f} "
+              f"{s['p99_ms']:>8.2f} {s['requests']:>9} {s['errors']:>7}")
+    print(f"ratio cache on / off: {ratio:.1f}x")
+    figures = {"benchmark": "api_get_job_auth", "concurrency": args.concurrency,
+               "duration_s": args.duration, "rounds": args.rounds,
+               "cache_on_rps": round(on["rps"], 1), "cache_off_rps": round(off["rps"], 1),
+               "cache_on_p50_ms": round(on["p50_ms"], 2),
+               "cache_off_p50_ms": round(off["p50_ms"], 2),
+               "cache_on_p99_ms": round(on["p99_ms"], 2),
+               "cache_off_p99_ms": round(off["p99_ms"], 2),
+               "errors": on["errors"] + off["errors"], "ratio": round(ratio, 2)}
+    return figures
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=16, help="open connections")
@@ -147,34 +180,7 @@ def main(argv=None) -> dict:
                 svc.stop()
                 empty_queue(stack, svc)
 
-    summary = {}
-    for mode, rounds in results.items():
-        middle = sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2]  # the median round
-        summary[mode] = {"rps": statistics.median(r["rps"] for r in rounds),
-                         "rps_rounds": [round(r["rps"], 1) for r in rounds],
-                         "p50_ms": middle["p50_ms"], "p99_ms": middle["p99_ms"],
-                         "requests": sum(r["requests"] for r in rounds),
-                         "errors": sum(r["errors"] for r in rounds)}
-    on, off = summary["cache on"], summary["cache off"]
-    ratio = on["rps"] / off["rps"] if off["rps"] else float("inf")
-
-    print(f"GET /api/v1/jobs/{{id}} with a JupyterHub token ({args.user}), "
-          f"{args.concurrency} connections, {args.rounds} x {args.duration:g} s per mode, "
-          f"one middleware process each, os.cpu_count()={os.cpu_count()}")
-    print(f"{'token cache':<12} {'req/s (median)':>15} {'rounds':>24} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'requests':>9} {'errors':>7}")
-    for mode, s in summary.items():
-        print(f"{mode:<12} {s['rps']:>15.1f} {str(s['rps_rounds']):>24} {s['p50_ms']:>8.2f} "
-              f"{s['p99_ms']:>8.2f} {s['requests']:>9} {s['errors']:>7}")
-    print(f"ratio cache on / off: {ratio:.1f}x")
-    figures = {"benchmark": "api_get_job_auth", "concurrency": args.concurrency,
-               "duration_s": args.duration, "rounds": args.rounds,
-               "cache_on_rps": round(on["rps"], 1), "cache_off_rps": round(off["rps"], 1),
-               "cache_on_p50_ms": round(on["p50_ms"], 2),
-               "cache_off_p50_ms": round(off["p50_ms"], 2),
-               "cache_on_p99_ms": round(on["p99_ms"], 2),
-               "cache_off_p99_ms": round(off["p99_ms"], 2),
-               "errors": on["errors"] + off["errors"], "ratio": round(ratio, 2)}
+    figures = report(args, results)
     print(json.dumps(figures))
     return figures
 
