@@ -19,7 +19,9 @@ for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
   wanted "$c" || continue
   if pid=$(pid_of "$c"); then
     t0=$(date +%s%N)
-    # the hub stops its proxy and the single-user servers itself on TERM
+    # the hub stops its proxy and the single-user servers itself on TERM; PostgreSQL
+    # waits for its clients on TERM and stops at once on INT (fast shutdown)
+    [[ $c == postgres ]] && kill -INT "$pid" 2>/dev/null
     stop_pid "$pid" 30
     log "$(printf '%-10s stopped (pid %s) in %d ms' "$c" "$pid" $(( ($(date +%s%N) - t0) / 1000000 )))"
   else

@@ -13,6 +13,7 @@ source "$(dirname "$0")/lib.sh"
 APT_PACKAGES=(
   munge slurm-wlm slurm-client slurmdbd mariadb-server mariadb-client
   openssh-server openssh-client redis-server redis-tools chromium
+  postgresql postgresql-client
   procps curl ca-certificates util-linux passwd
 )
 

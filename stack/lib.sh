@@ -20,6 +20,7 @@ SLURMCTLD_PORT=6817
 SLURMD_PORT=6818
 SSH_PORT=2222
 REDIS_PORT=6390
+POSTGRES_PORT=5433
 HUB_PORT=8000
 HUB_API_PORT=8081        # hub <-> proxy, internal
 PROXY_API_PORT=8001      # configurable-http-proxy REST API, internal
@@ -32,7 +33,7 @@ CHROMIUM=/usr/bin/chromium
 NODE_NAME="$(hostname -s 2>/dev/null || hostname)"
 
 # The components in start order. down.sh stops them in reverse.
-COMPONENTS=(munge mariadb slurmdbd slurmctld slurmd sshd redis hub)
+COMPONENTS=(munge mariadb slurmdbd slurmctld slurmd sshd redis postgres hub)
 
 # component -> pid file, process name (/proc/PID/comm) and port (for status)
 pidfile_of() {
@@ -44,6 +45,7 @@ pidfile_of() {
     slurmd)    echo "$STACK/slurm/slurmd.pid" ;;
     sshd)      echo "$STACK/ssh/sshd.pid" ;;
     redis)     echo "$STACK/redis/redis.pid" ;;
+    postgres)  echo "$STACK/postgres/data/postmaster.pid" ;;
     hub)       echo "$STACK/hub/jupyterhub.pid" ;;
     *) echo "unknown component $1" >&2; return 1 ;;
   esac
@@ -51,14 +53,14 @@ pidfile_of() {
 comm_of() {
   case "$1" in
     munge) echo munged ;; mariadb) echo mariadbd ;; redis) echo redis-server ;;
-    hub) echo jupyterhub ;; *) echo "$1" ;;
+    hub) echo jupyterhub ;; postgres) echo postgres ;; *) echo "$1" ;;
   esac
 }
 port_of() {
   case "$1" in
     munge) echo "/run/munge/munge.socket.2" ;; mariadb) echo "$MARIADB_PORT" ;; slurmdbd) echo "$SLURMDBD_PORT" ;;
     slurmctld) echo "$SLURMCTLD_PORT" ;; slurmd) echo "$SLURMD_PORT" ;; sshd) echo "$SSH_PORT" ;;
-    redis) echo "$REDIS_PORT" ;; hub) echo "$HUB_PORT" ;;
+    redis) echo "$REDIS_PORT" ;; postgres) echo "$POSTGRES_PORT" ;; hub) echo "$HUB_PORT" ;;
   esac
 }
 
@@ -79,7 +81,7 @@ pid_of() {
   local f pid comm
   f=$(pidfile_of "$1") || return 1
   [[ -s "$f" ]] || return 1
-  pid=$(tr -dc '0-9' <"$f")
+  pid=$(head -n 1 "$f" | tr -dc '0-9')  # postmaster.pid holds more lines
   alive "$pid" || return 1
   comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
   # guard against a recycled pid belonging to something else

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bring up the real test stack (idempotent; a second run takes about a second):
 #   munge -> mariadb (127.0.0.1:3307) -> slurmdbd (6819) -> slurmctld -> slurmd
-#   sshd (127.0.0.1:2222, user hpcuser) -> redis (127.0.0.1:6390) -> JupyterHub (127.0.0.1:8000)
+#   sshd (127.0.0.1:2222, user hpcuser) -> redis (127.0.0.1:6390) -> PostgreSQL (127.0.0.1:5433)
+#   -> JupyterHub (127.0.0.1:8000)
 # Each component starts only when it is not already running, then up.sh waits until it
 # answers. Everything lives in <repo>/.stack; .stack/stack.json describes it for the tests.
 #
@@ -29,21 +30,21 @@ wanted() { local w; for w in "${WANT[@]}"; do [[ $w == "$1" ]] && return 0; done
 # they cannot traverse (a checkout in /root, mode 700) those folders live in
 # /var/lib/hpcbridge-stack/<hash of the checkout path>, symlinked from .stack/.
 DSTACK=$STACK
-for u in slurm mysql munge; do
+for u in slurm mysql munge postgres; do
   runuser -u "$u" -- test -x "$STACK" && continue
   DSTACK=/var/lib/hpcbridge-stack/$(printf '%s' "$STACK" | md5sum | cut -c1-12)
   break
 done
 if [[ $DSTACK != "$STACK" ]]; then
   install -d -m 755 /var/lib/hpcbridge-stack "$DSTACK"
-  for d in munge mysql slurm; do
+  for d in munge mysql slurm postgres; do
     [[ -L $STACK/$d ]] && continue
     [[ -e $STACK/$d ]] && die "$STACK/$d is a folder, but its daemon cannot reach it: rm -rf $STACK"
     rm -rf "${DSTACK:?}/$d"          # a new .stack: start from scratch there too
     mkdir -p "$DSTACK/$d"
     ln -s "$DSTACK/$d" "$STACK/$d"
   done
-  log "daemon folders in $DSTACK (users slurm/mysql/munge cannot traverse $REPO)"
+  log "daemon folders in $DSTACK (users slurm/mysql/munge/postgres cannot traverse $REPO)"
 fi
 
 wanted hub && ! [[ -x "$VENV/bin/jupyterhub" && -x "$VENV/bin/jupyterhub-singleuser" ]] &&
@@ -69,6 +70,7 @@ gen_configs() {
   install -d -m 755 "$DSTACK/slurm/spool"
   install -d -m 700 "$STACK/ssh"
   install -d -m 755 "$STACK/redis" "$STACK/hub" "$STACK/hub/home"
+  install -d -o postgres -g postgres -m 700 "$DSTACK/postgres"
 
   # Slurm (in /etc/slurm so that sbatch over ssh finds it without SLURM_CONF)
   install -d -m 755 /etc/slurm
@@ -94,6 +96,10 @@ gen_configs() {
     write_if_changed "$ak" 600 || true
   chown "$SSH_USER:$SSH_USER" "$ak"
   render "$STACK_SRC/sshd_config.in" | write_if_changed "$k/sshd_config" 600 && RESTART+=(sshd)
+
+  # postgres: the role's password (with a '%', '@' and '/', which URLs must quote)
+  [[ -s $STACK/postgres.password ]] ||
+    (umask 077; printf 'pg%%@/%s' "$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$STACK/postgres.password")
 
   # redis
   render "$STACK_SRC/redis.conf.in" | write_if_changed "$STACK/redis/redis.conf" 644 && RESTART+=(redis)
@@ -211,6 +217,34 @@ up_redis() {
   wait_for 10 redis redis_ping || { tail -20 "$STACK/redis/redis.log" >&2; die "redis did not answer"; }
 }
 
+# PostgreSQL: a private cluster (own data dir, port 5433, socket in its folder), one role and
+# one database for hpcbridge; the password is made once (a '%' in it proves URL quoting).
+PG_BIN=/usr/lib/postgresql/15/bin
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT"; }
+pg_sql() { runuser -u postgres -- "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -h "$DSTACK/postgres" -p "$POSTGRES_PORT" -d postgres "$@"; }
+up_postgres() {
+  local data=$DSTACK/postgres/data
+  if ! running postgres; then
+    if [[ ! -s $data/PG_VERSION ]]; then
+      log "postgres: initialising $data"
+      rm -rf "$data"
+      runuser -u postgres -- "$PG_BIN/initdb" -D "$data" --auth-local=peer --auth-host=scram-sha-256 -U postgres --no-sync >"$DSTACK/postgres/initdb.log" 2>&1 ||
+        { cat "$DSTACK/postgres/initdb.log" >&2; die "initdb failed"; }
+    fi
+    port_free postgres "$POSTGRES_PORT"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$DSTACK/postgres/postgres.log" -s \
+      -o "-c listen_addresses=127.0.0.1 -p $POSTGRES_PORT -c unix_socket_directories=$DSTACK/postgres -c fsync=off -c max_connections=200" start ||
+      { tail -20 "$DSTACK/postgres/postgres.log" >&2; die "postgres did not start"; }
+  fi
+  wait_for 30 postgres pg_ready || { tail -20 "$DSTACK/postgres/postgres.log" >&2; die "postgres did not answer"; }
+  local pw; pw=$(cat "$STACK/postgres.password")
+  pg_sql <<SQL
+SELECT 'CREATE ROLE hpcbridge LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hpcbridge')\gexec
+ALTER ROLE hpcbridge CREATEDB PASSWORD '$pw';
+SELECT 'CREATE DATABASE hpcbridge OWNER hpcbridge' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'hpcbridge')\gexec
+SQL
+}
+
 hub_health() { curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$HUB_PORT/hub/health"; }
 start_hub() {  # the hub needs ~5 s: start it first, wait for it last
   running hub && return 0
@@ -240,7 +274,8 @@ write_stack_json() {
   "hub": {"url": "http://127.0.0.1:$HUB_PORT", "api_url": "http://127.0.0.1:$HUB_PORT/hub/api", "service_name": "hpcbridge", "service_url": "http://127.0.0.1:$SERVICE_PORT", "tokens": $tokens},
   "chromium": "$CHROMIUM",
   "slurm": {"partition": "$SLURM_PARTITION", "cpus": $SLURM_CPUS, "node": "$NODE_NAME", "cluster": "$SLURM_CLUSTER", "conf": "/etc/slurm/slurm.conf"},
-  "mariadb": {"host": "127.0.0.1", "port": $MARIADB_PORT}
+  "mariadb": {"host": "127.0.0.1", "port": $MARIADB_PORT},
+  "postgres": {"host": "127.0.0.1", "port": $POSTGRES_PORT, "user": "hpcbridge", "database": "hpcbridge", "password_file": "$STACK/postgres.password"}
 }
 EOF
 }

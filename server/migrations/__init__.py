@@ -14,7 +14,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def alembic_config(engine) -> Config:
     config = Config()
     config.set_main_option("script_location", HERE)
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # no sqlalchemy.url: env.py takes the engine itself, so the password never passes through
+    # configparser (where a '%' breaks interpolation) nor into a traceback
     config.attributes["engine"] = engine
     return config
 
