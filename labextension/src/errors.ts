@@ -13,6 +13,11 @@ export interface IErrorLike {
   message?: string | null;
 }
 
+function isFieldError(d: unknown): d is IFieldError {
+  const e = d as Partial<IFieldError> | null;
+  return !!e && Array.isArray(e.loc) && typeof e.msg === 'string';
+}
+
 /** A failed request: HTTP status (0 = no answer), the API's error code, its message and field details. */
 export class ApiError extends Error implements IErrorLike {
   constructor(
@@ -44,9 +49,7 @@ export class ApiError extends Error implements IErrorLike {
               message = body.reason;
             }
             if (Array.isArray(body.details)) {
-              details = body.details.filter(
-                (d: any) => d && Array.isArray(d.loc) && typeof d.msg === 'string'
-              );
+              details = body.details.filter(isFieldError);
             }
           }
         } catch {

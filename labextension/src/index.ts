@@ -19,11 +19,11 @@ import { PanelModel } from './model';
 import { HpcJobsPanel, PANEL_ID } from './panel';
 import { shortId } from './status';
 
-export namespace CommandIDs {
-  export const open = 'hpcbridge:open';
-  export const newJob = 'hpcbridge:new-job';
-  export const submitFolder = 'hpcbridge:submit-folder';
-}
+export const CommandIDs = {
+  open: 'hpcbridge:open',
+  newJob: 'hpcbridge:new-job',
+  submitFolder: 'hpcbridge:submit-folder'
+} as const;
 
 const PALETTE_CATEGORY = 'HPC';
 

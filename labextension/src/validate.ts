@@ -4,7 +4,8 @@
  * 422 with `details: [{loc, msg}]`; the messages here are the same so the
  * form reads the same whichever side caught the mistake.
  *
- * Rule semantics (see validation-cases.json for the shared test vectors):
+ * Rule semantics (shared test vectors: tests/vectors/validation.json at the
+ * repository root, run by jest and pytest):
  * - a missing value (undefined, null or "") is an error only if the rule has
  *   `require: true` → "is required"; otherwise the server uses `default_value`.
  * - integer: a number without fraction (not a boolean)  → "must be an integer"

@@ -13,8 +13,12 @@ import {
   validateSubmission
 } from '../validate';
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const vectors = require('./validation-cases.json');
+import { readFileSync } from 'fs';
+import { resolve } from 'path';
+
+// One vector file for the panel and the server (pytest reads it too).
+const VECTORS = resolve(__dirname, '../../../tests/vectors/validation.json');
+const vectors = JSON.parse(readFileSync(VECTORS, 'utf8'));
 
 describe('validateSubmission against the shared vectors', () => {
   const cases: Array<{ name: string; app?: Partial<IAppRules>; submission: ISubmission; errors: unknown[] }> =

@@ -92,7 +92,7 @@ export function JobDetail(props: {
     },
     2000,
     model.visible,
-    [jobId]
+    jobId
   );
 
   const loadResults = React.useCallback(async () => {
@@ -110,7 +110,7 @@ export function JobDetail(props: {
         }
       }
     }
-  }, [api, jobId]);
+  }, [api, jobId, mounted]);
 
   React.useEffect(() => {
     if (final) {

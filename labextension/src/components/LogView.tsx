@@ -58,7 +58,7 @@ export function LogView(props: {
     },
     props.interval ?? 2000,
     props.visible,
-    [jobId, tab, props.final]
+    `${jobId} ${tab} ${props.final}`
   );
 
   const text = logs[tab].text;

@@ -11,7 +11,7 @@ export function Select(
 ): JSX.Element {
   const { className, children, ...rest } = props;
   return (
-    <HTMLSelect className={`hpcbridge-select${className ? ` ${className}` : ''}`} {...(rest as any)}>
+    <HTMLSelect className={`hpcbridge-select${className ? ` ${className}` : ''}`} {...rest}>
       {children}
     </HTMLSelect>
   );

@@ -2,14 +2,15 @@ import { useEffect, useRef } from 'react';
 
 /**
  * Call `tick` now and then `intervalMs` after each call has finished (never
- * two at once), until it returns false, `enabled` turns false, a dependency
- * changes or the component unmounts. Errors thrown by `tick` do not stop it.
+ * two at once), until it returns false, `enabled` turns false, `restartKey`
+ * changes (then it starts again) or the component unmounts. Errors thrown by
+ * `tick` do not stop it.
  */
 export function usePolling(
   tick: () => Promise<boolean | void>,
   intervalMs: number,
   enabled: boolean,
-  deps: ReadonlyArray<unknown>
+  restartKey: string
 ): void {
   const ref = useRef(tick);
   ref.current = tick;
@@ -37,8 +38,7 @@ export function usePolling(
         clearTimeout(timer);
       }
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [enabled, intervalMs, ...deps]);
+  }, [enabled, intervalMs, restartKey]);
 }
 
 /** A ref that is true while the component is mounted. */
