@@ -4,7 +4,6 @@
  */
 import type { IFieldError } from './validate';
 
-
 export interface IErrorLike {
   /** HTTP status; 0 when the Jupyter server itself could not be reached. */
   status: number;
@@ -96,8 +95,12 @@ export function describeError(error: IErrorLike): string {
 
 /** Errors that make the whole panel useless (as opposed to one failed action). */
 export function isBlockingError(error: IErrorLike): boolean {
-  return error.status === 0 || error.status === 401 || error.status >= 502 ||
-    (error.status === 404 && !error.code);
+  return (
+    error.status === 0 ||
+    error.status === 401 ||
+    error.status >= 502 ||
+    (error.status === 404 && !error.code)
+  );
 }
 
 /**

@@ -184,8 +184,11 @@ export class PanelModel {
 
   private _matchesFilters(job: IJob): boolean {
     const f = this.filters;
-    return (!f.status || f.status === job.status) && (!f.app || f.app === job.app) &&
-      (!f.hpc || f.hpc === job.hpc);
+    return (
+      (!f.status || f.status === job.status) &&
+      (!f.app || f.app === job.app) &&
+      (!f.hpc || f.hpc === job.hpc)
+    );
   }
 
   private _emit(): void {
@@ -295,8 +298,11 @@ export class PanelModel {
       const before = this._lastStatus.get(job.id);
       this._lastStatus.set(job.id, job.status);
       if (
-        before !== undefined && !isFinal(before) && isFinal(job.status) &&
-        !this._notified.has(job.id) && (!me || !job.user || job.user === me)
+        before !== undefined &&
+        !isFinal(before) &&
+        isFinal(job.status) &&
+        !this._notified.has(job.id) &&
+        (!me || !job.user || job.user === me)
       ) {
         this._notified.add(job.id);
         try {

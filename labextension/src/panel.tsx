@@ -11,7 +11,10 @@ export const PANEL_ID = 'hpcbridge-panel';
 
 /** The "HPC Jobs" sidebar: a React view of a `PanelModel`; polls only while shown. */
 export class HpcJobsPanel extends ReactWidget {
-  constructor(readonly model: PanelModel, private readonly host: IPanelHost) {
+  constructor(
+    readonly model: PanelModel,
+    private readonly host: IPanelHost
+  ) {
     super();
     this.id = PANEL_ID;
     this.addClass('hpcbridge-panel');

@@ -17,11 +17,7 @@ export const JOB_STATUSES = [
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
 /** Statuses after which a job never changes again. */
-export const FINAL_STATUSES: ReadonlyArray<JobStatus> = [
-  'succeeded',
-  'failed',
-  'cancelled'
-];
+export const FINAL_STATUSES: ReadonlyArray<JobStatus> = ['succeeded', 'failed', 'cancelled'];
 
 const LABELS: Record<JobStatus, string> = {
   queued: 'Queued',
@@ -35,18 +31,12 @@ const LABELS: Record<JobStatus, string> = {
 };
 
 export function isJobStatus(value: unknown): value is JobStatus {
-  return (
-    typeof value === 'string' &&
-    (JOB_STATUSES as ReadonlyArray<string>).includes(value)
-  );
+  return typeof value === 'string' && (JOB_STATUSES as ReadonlyArray<string>).includes(value);
 }
 
 /** True once the job has reached succeeded, failed or cancelled. */
 export function isFinal(status: string | null | undefined): boolean {
-  return (
-    typeof status === 'string' &&
-    (FINAL_STATUSES as ReadonlyArray<string>).includes(status)
-  );
+  return typeof status === 'string' && (FINAL_STATUSES as ReadonlyArray<string>).includes(status);
 }
 
 /** Human label of a status ("Running"); unknown statuses are shown as they are. */

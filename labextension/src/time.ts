@@ -21,10 +21,7 @@ export function parseTime(value: string | null | undefined): number | null {
  * anything older than 30 days. Times slightly in the future (clock skew) read
  * "just now". `now` is in ms since the epoch (Date.now()).
  */
-export function relativeTime(
-  value: string | null | undefined,
-  now: number = Date.now()
-): string {
+export function relativeTime(value: string | null | undefined, now: number = Date.now()): string {
   const t = parseTime(value);
   if (t === null) {
     return '—';
@@ -57,7 +54,11 @@ export function absoluteTime(value: string | null | undefined): string {
   if (t === null) {
     return '—';
   }
-  return new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC').replace(/Z$/, ' UTC');
+  return new Date(t)
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, ' UTC')
+    .replace(/Z$/, ' UTC');
 }
 
 /** "12 s", "3 min 05 s", "1 h 02 min", "2 d 04 h"; negative or NaN → "—". */

@@ -28,12 +28,7 @@
  * params (rule order), unknown params, resources (rule order), unknown resources, upload, hpc.
  */
 
-export type ParamType =
-  | 'integer'
-  | 'float'
-  | 'string_option'
-  | 'string_input'
-  | 'boolean';
+export type ParamType = 'integer' | 'float' | 'string_option' | 'string_input' | 'boolean';
 
 export interface IParamRule {
   type: ParamType;

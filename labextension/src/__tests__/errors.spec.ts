@@ -9,7 +9,11 @@ describe('describeError', () => {
   });
   it('does not repeat what the server extension already says', () => {
     expect(
-      describeError({ status: 503, code: 'middleware_unreachable', message: 'hpcbridge middleware unreachable at http://127.0.0.1:8090: refused' })
+      describeError({
+        status: 503,
+        code: 'middleware_unreachable',
+        message: 'hpcbridge middleware unreachable at http://127.0.0.1:8090: refused'
+      })
     ).toBe('hpcbridge middleware unreachable at http://127.0.0.1:8090: refused (HTTP 503)');
   });
   it('explains 401', () => {
@@ -17,7 +21,9 @@ describe('describeError', () => {
   });
   it('explains a missing server extension', () => {
     expect(describeError({ status: 404 })).toMatch(/server extension not found/);
-    expect(describeError({ status: 404, code: 'not_found', message: 'no such job' })).toBe('Not found: no such job');
+    expect(describeError({ status: 404, code: 'not_found', message: 'no such job' })).toBe(
+      'Not found: no such job'
+    );
   });
   it('explains a dead Jupyter server and other errors', () => {
     expect(describeError({ status: 0 })).toBe('Jupyter server unreachable');
@@ -31,15 +37,23 @@ describe('describeError', () => {
     expect(isBlockingError({ status: 404, code: 'not_found' })).toBe(false);
   });
   it('uses the server message for request errors', () => {
-    expect(actionMessage({ status: 409, code: 'conflict', message: 'job already final' })).toBe('job already final');
-    expect(actionMessage({ status: 413, code: 'too_large', message: 'upload too large' })).toBe('upload too large');
+    expect(actionMessage({ status: 409, code: 'conflict', message: 'job already final' })).toBe(
+      'job already final'
+    );
+    expect(actionMessage({ status: 413, code: 'too_large', message: 'upload too large' })).toBe(
+      'upload too large'
+    );
     expect(actionMessage({ status: 503 })).toBe('hpcbridge middleware unreachable (HTTP 503)');
   });
 });
 
 describe('ApiError.fromResponse', () => {
   it('reads the JSON error body', async () => {
-    const body = { error: 'invalid', message: 'invalid job', details: [{ loc: ['params', 'n'], msg: 'must be at most 10' }, { bad: 1 }] };
+    const body = {
+      error: 'invalid',
+      message: 'invalid job',
+      details: [{ loc: ['params', 'n'], msg: 'must be at most 10' }, { bad: 1 }]
+    };
     const e = await ApiError.fromResponse(new Response(JSON.stringify(body), { status: 422 }));
     expect(e).toBeInstanceOf(ApiError);
     expect(e.status).toBe(422);
@@ -48,7 +62,9 @@ describe('ApiError.fromResponse', () => {
     expect(e.details).toEqual([{ loc: ['params', 'n'], msg: 'must be at most 10' }]);
   });
   it('copes with HTML and empty bodies', async () => {
-    const e = await ApiError.fromResponse(new Response('<html>502 Bad Gateway</html>', { status: 502, statusText: 'Bad Gateway' }));
+    const e = await ApiError.fromResponse(
+      new Response('<html>502 Bad Gateway</html>', { status: 502, statusText: 'Bad Gateway' })
+    );
     expect(e.status).toBe(502);
     expect(e.code).toBeNull();
     expect(e.message).toBe('Bad Gateway');
@@ -57,7 +73,9 @@ describe('ApiError.fromResponse', () => {
     expect(f.message).toBe('HTTP 404');
   });
   it('reads jupyter_server reasons', async () => {
-    const e = await ApiError.fromResponse(new Response(JSON.stringify({ message: '', reason: 'Forbidden' }), { status: 403 }));
+    const e = await ApiError.fromResponse(
+      new Response(JSON.stringify({ message: '', reason: 'Forbidden' }), { status: 403 })
+    );
     expect(e.message).toBe('Forbidden');
     expect(e.code).toBeNull();
   });

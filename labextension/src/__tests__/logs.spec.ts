@@ -1,4 +1,11 @@
-import { dropLeadingBytes, emptyLog, gapNotice, ILogBuffer, mergeLogChunk, shouldPollLog } from '../logs';
+import {
+  dropLeadingBytes,
+  emptyLog,
+  gapNotice,
+  ILogBuffer,
+  mergeLogChunk,
+  shouldPollLog
+} from '../logs';
 
 const chunk = (offset: number, data: string, complete = false) => ({
   offset,

@@ -1,7 +1,14 @@
 import { ApiError } from '../errors';
 import { PanelModel } from '../model';
 
-type Job = { id: string; status: string; user: string; app: string; hpc: string; created_at: string };
+type Job = {
+  id: string;
+  status: string;
+  user: string;
+  app: string;
+  hpc: string;
+  created_at: string;
+};
 
 function fakeApi(script: { jobs: () => Job[] | Error }) {
   const calls: any[] = [];
@@ -16,7 +23,11 @@ function fakeApi(script: { jobs: () => Job[] | Error }) {
       return { jobs: r, total: r.length };
     }),
     hpcs: jest.fn(async () => [{ id: 'local', name: 'Local', reachable: true, draining: false }]),
-    me: jest.fn(async () => ({ name: 'alice', admin: false, quota: { limit_seconds: null, used_seconds: 0 } })),
+    me: jest.fn(async () => ({
+      name: 'alice',
+      admin: false,
+      quota: { limit_seconds: null, used_seconds: 0 }
+    })),
     apps: jest.fn(async () => [{ id: 'hello', name: 'Hello' }])
   };
   return api;

@@ -45,8 +45,19 @@ describe('status helpers', () => {
 describe('finalTransitions', () => {
   const job = (id: string, status: string, user = 'alice') => ({ id, status, user });
   it('reports jobs that became final since the last poll', () => {
-    const prev = statusMap([job('a', 'running'), job('b', 'queued'), job('c', 'succeeded'), job('d', 'running')]);
-    const now = [job('a', 'succeeded'), job('b', 'running'), job('c', 'succeeded'), job('d', 'failed'), job('e', 'failed')];
+    const prev = statusMap([
+      job('a', 'running'),
+      job('b', 'queued'),
+      job('c', 'succeeded'),
+      job('d', 'running')
+    ]);
+    const now = [
+      job('a', 'succeeded'),
+      job('b', 'running'),
+      job('c', 'succeeded'),
+      job('d', 'failed'),
+      job('e', 'failed')
+    ];
     expect(finalTransitions(prev, now).map(j => j.id)).toEqual(['a', 'd']);
   });
   it('reports nothing on the first poll', () => {

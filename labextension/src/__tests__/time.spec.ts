@@ -1,4 +1,11 @@
-import { absoluteTime, formatBytes, formatDuration, parseTime, relativeTime, secondsBetween } from '../time';
+import {
+  absoluteTime,
+  formatBytes,
+  formatDuration,
+  parseTime,
+  relativeTime,
+  secondsBetween
+} from '../time';
 
 const NOW = Date.parse('2024-05-01T12:00:00Z');
 const ago = (s: number) => new Date(NOW - s * 1000).toISOString();

@@ -21,8 +21,12 @@ const VECTORS = resolve(__dirname, '../../../tests/vectors/validation.json');
 const vectors = JSON.parse(readFileSync(VECTORS, 'utf8'));
 
 describe('validateSubmission against the shared vectors', () => {
-  const cases: Array<{ name: string; app?: Partial<IAppRules>; submission: ISubmission; errors: unknown[] }> =
-    vectors.cases;
+  const cases: Array<{
+    name: string;
+    app?: Partial<IAppRules>;
+    submission: ISubmission;
+    errors: unknown[];
+  }> = vectors.cases;
   it('has cases', () => {
     expect(cases.length).toBeGreaterThan(30);
   });
@@ -50,9 +54,15 @@ describe('validateParam', () => {
     expect(validateParam({ type: 'integer' }, Infinity)).toBe('must be an integer');
   });
   it('checks min before max before step', () => {
-    expect(validateParam({ type: 'integer', min: 2, max: 4, step: 2 }, 1)).toBe('must be at least 2');
-    expect(validateParam({ type: 'integer', min: 2, max: 4, step: 2 }, 5)).toBe('must be at most 4');
-    expect(validateParam({ type: 'integer', min: 2, max: 10, step: 2 }, 5)).toBe('must be a multiple of 2');
+    expect(validateParam({ type: 'integer', min: 2, max: 4, step: 2 }, 1)).toBe(
+      'must be at least 2'
+    );
+    expect(validateParam({ type: 'integer', min: 2, max: 4, step: 2 }, 5)).toBe(
+      'must be at most 4'
+    );
+    expect(validateParam({ type: 'integer', min: 2, max: 10, step: 2 }, 5)).toBe(
+      'must be a multiple of 2'
+    );
   });
   it('treats an option list with no options as nothing allowed', () => {
     expect(validateParam({ type: 'string_option' }, 'a')).toBe('must be one of: ');

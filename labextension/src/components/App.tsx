@@ -16,9 +16,10 @@ function Quota(props: { model: PanelModel }): JSX.Element | null {
   }
   const q = me.quota;
   const used = formatDuration(q?.used_seconds ?? 0);
-  const text = q && q.limit_seconds !== null && q.limit_seconds !== undefined
-    ? `${used} of ${formatDuration(q.limit_seconds)} used`
-    : `${used} used`;
+  const text =
+    q && q.limit_seconds !== null && q.limit_seconds !== undefined
+      ? `${used} of ${formatDuration(q.limit_seconds)} used`
+      : `${used} used`;
   return (
     <div className="hpcbridge-quota" data-testid="hpcbridge-quota" title="HPC time used">
       {me.name}

@@ -14,7 +14,13 @@ export function bannerLines(model: PanelModel): ILine[] {
   const error = model.error;
   if (error) {
     const kind =
-      error.status === 401 ? 'auth' : error.status >= 502 ? 'middleware' : error.status === 0 ? 'network' : 'error';
+      error.status === 401
+        ? 'auth'
+        : error.status >= 502
+          ? 'middleware'
+          : error.status === 0
+            ? 'network'
+            : 'error';
     lines.push({ kind, text: describeError(error) });
   } else {
     for (const hpc of model.hpcs) {

@@ -125,7 +125,10 @@ export function JobDetail(props: {
     const answer = await showDialog({
       title: 'Cancel job?',
       body: `Cancel job ${shortId(job.id)} (${model.appName(job.app)} on ${model.hpcName(job.hpc)})? It stops on the HPC and cannot be resumed.`,
-      buttons: [Dialog.cancelButton({ label: 'Keep running' }), Dialog.warnButton({ label: 'Cancel job' })]
+      buttons: [
+        Dialog.cancelButton({ label: 'Keep running' }),
+        Dialog.warnButton({ label: 'Cancel job' })
+      ]
     });
     if (!answer.button.accept || !mounted.current) {
       return;
@@ -184,7 +187,11 @@ export function JobDetail(props: {
     );
   }
 
-  const waited = secondsBetween(job.created_at, job.started_at ?? (final ? job.finished_at : null), now);
+  const waited = secondsBetween(
+    job.created_at,
+    job.started_at ?? (final ? job.finished_at : null),
+    now
+  );
   const ran = job.started_at ? secondsBetween(job.started_at, job.finished_at, now) : null;
 
   return (
@@ -250,15 +257,25 @@ export function JobDetail(props: {
         <h3>Timing</h3>
         <dl className="hpcbridge-kv">
           <dt>Created</dt>
-          <dd><Time value={job.created_at} now={now} /></dd>
+          <dd>
+            <Time value={job.created_at} now={now} />
+          </dd>
           <dt>Queued</dt>
-          <dd><Time value={job.queued_at} now={now} /></dd>
+          <dd>
+            <Time value={job.queued_at} now={now} />
+          </dd>
           <dt>Submitted</dt>
-          <dd><Time value={job.submitted_at} now={now} /></dd>
+          <dd>
+            <Time value={job.submitted_at} now={now} />
+          </dd>
           <dt>Started</dt>
-          <dd><Time value={job.started_at} now={now} /></dd>
+          <dd>
+            <Time value={job.started_at} now={now} />
+          </dd>
           <dt>Finished</dt>
-          <dd><Time value={job.finished_at} now={now} /></dd>
+          <dd>
+            <Time value={job.finished_at} now={now} />
+          </dd>
           <dt>Waited</dt>
           <dd>{formatDuration(waited)}</dd>
           <dt>Ran</dt>
@@ -293,7 +310,11 @@ export function JobDetail(props: {
         <div className="hpcbridge-section">
           <h3>
             Results{' '}
-            <button type="button" className="hpcbridge-link-button" onClick={() => void loadResults()}>
+            <button
+              type="button"
+              className="hpcbridge-link-button"
+              onClick={() => void loadResults()}
+            >
               refresh
             </button>
           </h3>

@@ -33,8 +33,10 @@ type ResourceValues = { [name: string]: string };
 function defaultParams(app: IApp | null): ParamValues {
   const out: ParamValues = {};
   for (const [name, rule] of Object.entries(app?.param_rules ?? {})) {
-    out[name] = rule.type === 'boolean' ? rule.default_value === true || rule.default_value === 'true'
-      : initialFieldText(rule);
+    out[name] =
+      rule.type === 'boolean'
+        ? rule.default_value === true || rule.default_value === 'true'
+        : initialFieldText(rule);
   }
   return out;
 }
@@ -83,7 +85,12 @@ export function buildRequest(
   return { app: app.id, hpc, params: p, resources: r, upload: upload.trim() || null };
 }
 
-function rangeHint(rule: { min?: number; max?: number; step?: number; default_value?: unknown }): string {
+function rangeHint(rule: {
+  min?: number;
+  max?: number;
+  step?: number;
+  default_value?: unknown;
+}): string {
   const parts: string[] = [];
   if (rule.min != null && rule.max != null) {
     parts.push(`${rule.min} – ${rule.max}`);
@@ -95,7 +102,11 @@ function rangeHint(rule: { min?: number; max?: number; step?: number; default_va
   if (rule.step !== undefined && rule.step !== null && rule.step !== 1) {
     parts.push(`step ${rule.step}`);
   }
-  if (rule.default_value !== undefined && rule.default_value !== null && rule.default_value !== '') {
+  if (
+    rule.default_value !== undefined &&
+    rule.default_value !== null &&
+    rule.default_value !== ''
+  ) {
     parts.push(`default ${String(rule.default_value)}`);
   }
   return parts.join(', ');
@@ -114,7 +125,12 @@ function Field(props: {
     <div className={`hpcbridge-field${props.error ? ' hpcbridge-field-invalid' : ''}`}>
       <label htmlFor={props.id} className="hpcbridge-field-label">
         {props.label}
-        {props.required && <span className="hpcbridge-required" title="required"> *</span>}
+        {props.required && (
+          <span className="hpcbridge-required" title="required">
+            {' '}
+            *
+          </span>
+        )}
       </label>
       {props.children}
       {props.hint && <div className="hpcbridge-field-hint">{props.hint}</div>}
@@ -173,7 +189,9 @@ function ParamInput(props: {
           id={id}
           type="text"
           className="jp-mod-styled"
-          inputMode={rule.type === 'integer' ? 'numeric' : rule.type === 'float' ? 'decimal' : undefined}
+          inputMode={
+            rule.type === 'integer' ? 'numeric' : rule.type === 'float' ? 'decimal' : undefined
+          }
           data-testid={testid}
           aria-invalid={props.invalid}
           value={String(props.value ?? '')}
@@ -424,7 +442,12 @@ export function SubmitForm(props: {
 
   return (
     <form ref={formRef} className="hpcbridge-form" onSubmit={submit} noValidate>
-      <Field id="hpcbridge-app" label="App" error={errorFor('app')} errorTestid="hpcbridge-field-error-app">
+      <Field
+        id="hpcbridge-app"
+        label="App"
+        error={errorFor('app')}
+        errorTestid="hpcbridge-field-error-app"
+      >
         <Select
           id="hpcbridge-app"
           data-testid="hpcbridge-app-select"
@@ -440,7 +463,12 @@ export function SubmitForm(props: {
       </Field>
       {app?.description && <p className="hpcbridge-app-description">{app.description}</p>}
 
-      <Field id="hpcbridge-hpc" label="HPC" error={errorFor('hpc')} errorTestid="hpcbridge-field-error-hpc">
+      <Field
+        id="hpcbridge-hpc"
+        label="HPC"
+        error={errorFor('hpc')}
+        errorTestid="hpcbridge-field-error-hpc"
+      >
         <Select
           id="hpcbridge-hpc"
           data-testid="hpcbridge-hpc-select"
@@ -469,7 +497,10 @@ export function SubmitForm(props: {
           {paramRules.map(([name, rule]) => {
             const key = `params.${name}`;
             const error = errorFor(key);
-            const hint = [rule.description, rule.type === 'integer' || rule.type === 'float' ? rangeHint(rule) : '']
+            const hint = [
+              rule.description,
+              rule.type === 'integer' || rule.type === 'float' ? rangeHint(rule) : ''
+            ]
               .filter(Boolean)
               .join(' · ');
             return (
