@@ -18,6 +18,4 @@ def _jupyter_labextension_paths():
     return [{"src": "labextension", "dest": "hpcbridge"}]
 
 
-
-
 __all__ = ["__version__", "Client", "Job"]

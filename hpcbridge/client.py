@@ -12,16 +12,14 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-from .archive import zip_folder
+from .archive import ArchiveError, extract, zip_folder
 from .errors import (
     ConfigurationError,
     HPCBridgeError,
@@ -29,9 +27,9 @@ from .errors import (
     Unavailable,
     error_for,
 )
-from .schemas import FINAL_STATUSES, AppInfo, EventInfo, HPCInfo, JobInfo, Me, ResultEntry
-
-STEPS = ["queued", "staging", "submitted", "running", "finishing"]
+from .lifecycle import FINAL, JobStatus
+from .progress import ProgressBar, sse_events
+from .schemas import AppInfo, EventInfo, HPCInfo, JobInfo, Me, ResultEntry
 
 
 class Client:
@@ -63,12 +61,15 @@ class Client:
             transport=httpx.HTTPTransport(retries=retries))  # retries connection errors
 
     # --- plumbing -------------------------------------------------------------------
+    def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
+        return Unavailable(f"cannot reach the hpcbridge middleware at {self.url}: "
+                           f"{exc or type(exc).__name__}")
+
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach the hpcbridge middleware at {self.url}: "
-                              f"{exc or type(exc).__name__}") from None
+            raise self._unreachable(exc) from None
         if response.status_code >= 400:
             raise _error_of(response)
         return response
@@ -157,30 +158,19 @@ class Client:
                     raise _NoStream(r.status_code)
                 if not r.headers.get("content-type", "").startswith("text/event-stream"):
                     raise _NoStream("not an event stream")
-                data: list[str] = []
-                for line in r.iter_lines():
-                    if line.startswith(":"):
-                        if line.startswith(": connected"):
-                            # changes from now on come on the stream; what happened
-                            # before it opened is read once
-                            yield JobInfo(**self._json("GET", f"jobs/{job_id}"))
-                    elif line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif not line and data:
-                        try:
-                            info = JobInfo(**json.loads("\n".join(data)))
-                        except ValueError:
-                            info = None
-                        data = []
-                        if info is not None and info.id == job_id:
-                            yield info
+                for kind, text in sse_events(r.iter_lines()):
+                    if kind == "connected":
+                        # changes from now on come on the stream; what happened
+                        # before it opened is read once
+                        yield JobInfo(**self._json("GET", f"jobs/{job_id}"))
+                    elif kind == "data" and (info := _job_of(text)) and info.id == job_id:
+                        yield info
                     remaining()
         except httpx.ReadTimeout:
             remaining()  # TimeoutError when the caller's time is up
             return  # else a silent stream: open a new one
         except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach the hpcbridge middleware at {self.url}: "
-                              f"{exc or type(exc).__name__}") from None
+            raise self._unreachable(exc) from None
 
 
 class Job:
@@ -196,7 +186,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.info.status in FINAL_STATUSES
+        return self.info.status in FINAL
 
     def refresh(self) -> Job:
         self.info = JobInfo(**self._client._json("GET", f"jobs/{self.info.id}"))
@@ -209,15 +199,11 @@ class Job:
         The middleware tells: changes come on its event stream (server-sent events), so a
         waiting notebook does not poll it. Where the stream is not offered (or a proxy
         breaks it), the job is asked for every `poll` seconds instead."""
-        from tqdm.auto import tqdm
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = tqdm(total=len(STEPS), desc=self.info.status, disable=not progress,
-                   bar_format="{desc:<10} {bar} {n}/{total} [{elapsed}]{postfix}")
+        bar = ProgressBar(self.info.status, progress)
 
         def show():
-            bar.n = len(STEPS) if self.done else STEPS.index(self.info.status)
-            bar.set_description_str(self.info.status)
-            bar.set_postfix_str((self.info.message or "")[:60])
+            bar.show(self.info.status, self.info.message)
 
         def remaining() -> float | None:
             if deadline is None:
@@ -235,14 +221,7 @@ class Job:
             while not self.done:
                 if use_stream:
                     try:
-                        for info in self._client._job_changes(self.info.id, remaining):
-                            self.info = info
-                            show()
-                            if self.done:
-                                break
-                        else:
-                            self.refresh()  # the stream ended: look, then listen again
-                            show()
+                        self._listen(show, remaining)
                         continue
                     except _NoStream:
                         use_stream = False
@@ -252,9 +231,20 @@ class Job:
                 show()
         finally:
             bar.close()
-        if raise_on_failure and self.info.status != "succeeded":
+        if raise_on_failure and self.info.status != JobStatus.SUCCEEDED:
             raise JobFailed(f"job {self.info.id} {self.info.status}: {self.info.message}")
         return self
+
+    def _listen(self, show, remaining) -> None:
+        """Follow the job on the event stream until it ends, or the stream does (then
+        look once, and the caller listens again)."""
+        for info in self._client._job_changes(self.info.id, remaining):
+            self.info = info
+            show()
+            if self.done:
+                return
+        self.refresh()
+        show()
 
     def logs(self, stream: str = "stdout", follow: bool = False, offset: int = 0) -> str:
         """The job's output so far; with follow=True, print it as it comes until the end."""
@@ -313,14 +303,11 @@ class Job:
             except httpx.TransportError as exc:
                 raise Unavailable(f"download interrupted: {exc}") from None
             tmp.seek(0)
-            with zipfile.ZipFile(tmp) as zf:
-                for member in zf.namelist():  # the server's names, checked all the same
-                    target = os.path.realpath(os.path.join(dest, member))
-                    if not target.startswith(os.path.realpath(dest) + os.sep):
-                        raise HPCBridgeError(f"refusing result path {member!r}")
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    with zf.open(member) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out)
+            try:  # the server's names, checked all the same
+                extract(tmp, dest)
+            except ArchiveError as exc:
+                raise HPCBridgeError(f"refusing the results of job {self.info.id}: "
+                                     f"{exc}") from None
         return dest
 
     def __repr__(self) -> str:
@@ -354,6 +341,14 @@ def _error_of(response: httpx.Response) -> HPCBridgeError:
         body = {"message": f"HTTP {response.status_code} {response.reason_phrase}"
                            + (f": {text}" if text else "")}
     return error_for(response.status_code, body)
+
+
+def _job_of(text: str) -> JobInfo | None:
+    """The job of an event's data; None for data that is not one."""
+    try:
+        return JobInfo(**json.loads(text))
+    except (ValueError, TypeError):
+        return None
 
 
 def _chunks(f, size: int = 1 << 20):

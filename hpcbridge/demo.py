@@ -21,6 +21,7 @@ from traitlets.config import Application
 
 from ._version import __version__
 from .config import default_data_dir
+from .lifecycle import JobStatus
 
 CONFIG = """# written by `hpcbridge demo`; the same settings work for a real site
 c.Site.data_dir = {data_dir!r}
@@ -126,7 +127,7 @@ class DemoApp(Application):
         if os.path.exists(summary):
             with open(summary) as f:
                 print("result:", f.read().strip())
-        return job.status == "succeeded"
+        return job.status == JobStatus.SUCCEEDED
 
     def spawn(self, argv, log, env=None):
         self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,

@@ -6,7 +6,8 @@ import os
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Unicode, default
 
-from .handlers import ForwardHandler, LocalDownloadHandler, LocalUploadHandler
+from .local import LocalDownloadHandler, LocalUploadHandler
+from .proxy import ForwardHandler
 
 
 class HPCBridgeExtension(ExtensionApp):

@@ -6,6 +6,7 @@ import sys
 
 from ..client import Client, Job
 from ..errors import HPCBridgeError
+from ..lifecycle import JobStatus
 
 
 def _pairs(items: list[str], what: str) -> dict:
@@ -53,7 +54,7 @@ def cmd_submit(client: Client, args) -> int:
     if not args.no_wait:
         job.wait(progress=not args.json)
     _print_job(job, args.json)
-    return 0 if args.no_wait or job.status == "succeeded" else 1
+    return 0 if args.no_wait or job.status == JobStatus.SUCCEEDED else 1
 
 
 def cmd_list(client: Client, args) -> int:

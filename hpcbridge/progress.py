@@ -1,0 +1,42 @@
+"""How the SDK follows a job (pure, no HTTP): reading the middleware's event stream, and
+showing the job's stage as a progress bar over the lifecycle's steps."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from .lifecycle import FINAL, STEPS
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """A server-sent event stream, one item per line read: ("connected", "") when the
+    middleware says the stream is open, ("data", text) when an event is complete, and
+    ("", "") for any other line (a moment for the caller to look at the clock)."""
+    data: list[str] = []
+    for line in lines:
+        if line.startswith(": connected"):
+            yield "connected", ""
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+            yield "", ""
+        elif not line and data:
+            yield "data", "\n".join(data)
+            data = []
+        else:  # other comments (keepalives), event: and id: lines
+            yield "", ""
+
+
+class ProgressBar:
+    """A job's stage as a bar: one step per active status, full once the job ended."""
+
+    def __init__(self, status: str, enabled: bool = True):
+        from tqdm.auto import tqdm  # only when waiting: importing it costs
+        self._bar = tqdm(total=len(STEPS), desc=str(status), disable=not enabled,
+                         bar_format="{desc:<10} {bar} {n}/{total} [{elapsed}]{postfix}")
+
+    def show(self, status: str, message: str | None) -> None:
+        self._bar.n = len(STEPS) if status in FINAL else STEPS.index(status)
+        self._bar.set_description_str(str(status))
+        self._bar.set_postfix_str((message or "")[:60])
+
+    def close(self) -> None:
+        self._bar.close()
