@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["queued", "staging", "submitted", "running", "finishing",
-                    "succeeded", "failed", "cancelled"]
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
-ACTIVE_STATUSES = ("queued", "staging", "submitted", "running", "finishing")
+from hpcbridge.lifecycle import FINAL, STATUSES, StatusLiteral
+
+# hpcbridge/client.py reads this; the statuses themselves live in hpcbridge.lifecycle
+FINAL_STATUSES = tuple(s for s in STATUSES if s in FINAL)
 
 
 class Model(BaseModel):
@@ -116,7 +116,7 @@ class JobInfo(Model):
     user: str
     app: str
     hpc: str
-    status: JobStatus
+    status: StatusLiteral
     message: str | None = None
     params: dict[str, Any] = {}
     resources: dict[str, Any] = {}

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import JSON, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
+from hpcbridge.clock import utcnow
+from hpcbridge.lifecycle import JobStatus
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+__all__ = ["App", "Event", "HPCState", "Job", "LogChunk", "Quota", "Upload", "Worker",
+           "new_id", "utcnow"]  # utcnow: maintainer/ and bench/ import it from here
 
 
 def new_id() -> str:
@@ -24,7 +26,7 @@ class Job(SQLModel, table=True):
     user: str = Field(index=True)
     app: str = Field(index=True)
     hpc: str = Field(index=True)
-    status: str = Field(default="queued", index=True)
+    status: str = Field(default=JobStatus.QUEUED.value, index=True)
     message: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     resources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

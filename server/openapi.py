@@ -5,6 +5,7 @@ from pydantic.json_schema import models_json_schema
 
 from hpcbridge import __version__
 from hpcbridge import schemas as S
+from hpcbridge.lifecycle import STATUSES
 
 # (method, path, summary, request model, {status: response model or list[model]}, admin)
 ROUTES = [
@@ -42,9 +43,8 @@ ROUTES = [
     ("get", "/admin/workers", "Maintainer workers and their leases (admin)", None,
      {200: [S.WorkerInfo]}, True),
 ]
-_STATUS = {"type": "array", "items": {"type": "string", "enum": [
-    "queued", "staging", "submitted", "running", "finishing", "succeeded", "failed",
-    "cancelled"]}, "description": "repeat it, or join with commas"}
+_STATUS = {"type": "array", "items": {"type": "string", "enum": list(STATUSES)},
+           "description": "repeat it, or join with commas"}
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
 _OFFSET = {"type": "integer", "minimum": 0, "default": 0}
 # query parameters, with the bounds the handlers enforce (422 outside them)

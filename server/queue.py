@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from rq import Queue
-
-from hpcbridge.config import Site, connect_redis, queue_name
+from hpcbridge.config import Site, connect_redis
+from hpcbridge.taskqueue import enqueue_advance
 
 log = logging.getLogger("hpcbridge.server")
-
-ADVANCE_TASK = "hpcbridge.maintainer.tasks.advance"
 
 
 class JobQueue:
@@ -27,9 +24,7 @@ class JobQueue:
         """Ask a worker to move the job on. A failure is logged, not raised: the job is
         in the store, and the maintainer's reconciliation finds it anyway."""
         try:
-            Queue(queue_name(self.site, hpc), connection=self.redis).enqueue(
-                ADVANCE_TASK, job_id, job_timeout=3600, result_ttl=60, failure_ttl=86400,
-                description=f"advance {job_id}")
+            enqueue_advance(self.redis, self.site.queue_prefix, job_id, hpc)
             return True
         except Exception as exc:  # redis down: the job waits for reconciliation
             log.warning("could not enqueue job %s: %s", job_id, exc)

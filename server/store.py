@@ -6,7 +6,6 @@ Every status change goes through `transition`, which is guarded by the lifecycle
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,19 +14,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, update
 from sqlmodel import Session, create_engine, select
 
-from hpcbridge.lifecycle import ACTIVE, IN_SCHEDULER, TIMESTAMPS, sources_of
+from hpcbridge.clock import utcnow
+from hpcbridge.lifecycle import ACTIVE, IN_SCHEDULER, TIMESTAMPS, JobStatus, sources_of
 
-from .models import (
-    App,
-    Event,
-    HPCState,
-    Job,
-    LogChunk,
-    Quota,
-    Upload,
-    Worker,
-    utcnow,
-)
+from .models import App, Event, HPCState, Job, LogChunk, Quota, Upload, Worker
 
 
 def make_engine(url: str):
@@ -67,11 +57,11 @@ class Store:
     # --- jobs -----------------------------------------------------------------------
     def create_job(self, **fields) -> Job:
         now = utcnow()
-        job = Job(**fields, created_at=now, queued_at=now, updated_at=now, status="queued")
+        job = Job(**fields, created_at=now, queued_at=now, updated_at=now, status=JobStatus.QUEUED.value)
         with self.session() as s:
             s.add(job)
             s.flush()  # the job row first: events reference it
-            s.add(Event(job_id=job.id, time=now, type="queued",
+            s.add(Event(job_id=job.id, time=now, type=JobStatus.QUEUED.value,
                         message=f"queued for {job.hpc}"))
             s.commit()
         return job
@@ -113,21 +103,6 @@ class Store:
             return s.exec(select(func.count()).select_from(Job).where(
                 Job.hpc == hpc, Job.status.in_(list(statuses)))).one()
 
-    def next_queued(self, hpc: str, n: int) -> list[Job]:
-        """Up to n queued jobs, round-robin across users, oldest first within a user."""
-        if n <= 0:
-            return []
-        with self.session() as s:
-            queued = s.exec(select(Job).where(Job.hpc == hpc, Job.status == "queued")
-                            .order_by(Job.queued_at, Job.id)).all()
-        by_user: dict[str, list[Job]] = {}
-        for job in queued:
-            by_user.setdefault(job.user, []).append(job)
-        # users whose oldest job waits longest go first in each round
-        rounds = itertools.zip_longest(*by_user.values())
-        picked = [job for rnd in rounds for job in rnd if job is not None]
-        return picked[:n]
-
     def transition(self, job_id: str, to: str, message: str, *, event_type: str | None = None,
                    expect: Iterable[str] | None = None, **fields: Any) -> bool:
         """Move a job to `to` if the lifecycle allows it from its current status.
@@ -157,12 +132,6 @@ class Store:
             s.exec(update(Job).where(Job.id == job_id).values(**fields))
             s.commit()
 
-    def touch_job(self, job_id: str, message: str | None = None) -> None:
-        values: dict[str, Any] = {"updated_at": utcnow()}
-        if message is not None:
-            values["message"] = message
-        self.update_job(job_id, **values)
-
     def request_cancel(self, job_id: str) -> Job | None:
         """Record a cancel request once (a conditional UPDATE: concurrent requests write
         one event) if the job is still active; returns the job as it is now."""
@@ -188,11 +157,6 @@ class Store:
                 s.exec(update(Job).where(Job.id == job_id)
                        .values(updated_at=now, message=message))
             s.commit()
-
-    def last_event(self, job_id: str) -> Event | None:
-        with self.session() as s:
-            return s.exec(select(Event).where(Event.job_id == job_id)
-                          .order_by(Event.id.desc()).limit(1)).first()
 
     def events(self, job_id: str) -> list[Event]:
         with self.session() as s:
@@ -326,10 +290,3 @@ class Store:
     def workers(self) -> list[Worker]:
         with self.session() as s:
             return list(s.exec(select(Worker).order_by(Worker.started_at)).all())
-
-    def stale_jobs(self, statuses: Iterable[str], older_than: dt.datetime) -> list[Job]:
-        with self.session() as s:
-            return list(s.exec(select(Job).where(Job.status.in_(list(statuses)),
-                                                 Job.updated_at < older_than)).all())
-
-

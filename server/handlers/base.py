@@ -1,0 +1,167 @@
+"""The base of every REST handler: JSON in, JSON out, one error shape, who is calling."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import traceback
+import uuid
+
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from hpcbridge import schemas as S
+from hpcbridge.clock import aware
+from hpcbridge.errors import code_for_status
+from hpcbridge.lifecycle import STATUSES
+from hpcbridge.manifest import ManifestError
+
+from .. import errors as E
+from ..auth import User, token_from_header
+
+log = logging.getLogger("hpcbridge.server")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def job_info(job) -> S.JobInfo:
+    data = {name: getattr(job, name) for name in S.JobInfo.model_fields}
+    return S.JobInfo(**{k: aware(v) if isinstance(v, dt.datetime) else v
+                        for k, v in data.items()})
+
+
+def error_of(exc, status_code: int, reason: str) -> tuple[int, S.ErrorBody]:
+    """The status and body answered for an exception (or a bare HTTP status)."""
+    if isinstance(exc, ManifestError):  # the manifest rules' neutral error is a 422
+        exc = E.ValidationFailed(exc.message, exc.details)
+    if isinstance(exc, E.APIError):
+        return exc.status, S.ErrorBody(
+            error=exc.code, message=exc.message,
+            details=[S.ErrorDetail(**d) for d in exc.details] if exc.details else None)
+    if isinstance(exc, web.HTTPError) and status_code < 500:
+        return status_code, S.ErrorBody(error=code_for_status(status_code),
+                                        message=exc.log_message or reason)
+    error_id = uuid.uuid4().hex[:12]
+    return 500, S.ErrorBody(error="internal_error", error_id=error_id,
+                            message=f"internal error {error_id}; the administrators "
+                                    "can find it in the middleware's log")
+
+
+class APIHandler(web.RequestHandler):
+    """JSON in, JSON out; every error is `{"error", "message", "details"}`."""
+
+    auth_required = True
+    user: User
+
+    @property
+    def ctx(self):
+        return self.settings["ctx"]
+
+    def set_default_headers(self):
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+
+    async def prepare(self):
+        if self.auth_required:
+            token = token_from_header(self.request.headers.get("Authorization"))
+            self.user = await self.ctx.authenticator.authenticate(token)
+
+    def require_admin(self):
+        if not self.user.admin:
+            raise E.Forbidden("this needs an admin of the JupyterHub")
+
+    def body(self, model: type[BaseModel]) -> BaseModel:
+        try:
+            data = json.loads(self.request.body or b"{}", parse_constant=_no_constant,
+                              parse_float=_finite_float)
+        except (ValueError, RecursionError) as exc:
+            # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, ints past Python's
+            # 4300-digit limit, nesting deeper than the recursion limit: all bad input
+            raise E.BadRequest(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise E.BadRequest("the body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise E.from_pydantic(exc) from None
+
+    def send(self, value, status: int = 200):
+        self.set_status(status)
+        if isinstance(value, BaseModel):
+            self.finish(value.model_dump_json())
+        elif isinstance(value, list):
+            self.finish("[" + ",".join(v.model_dump_json() for v in value) + "]")
+        else:
+            self.finish(json.dumps(value))
+
+    def int_arg(self, name: str, default: int, lo: int = 0, hi: int = 10**12) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise E.ValidationFailed(f"{name} must be an integer",
+                                     [{"loc": ["query", name], "msg": "must be an integer"}]
+                                     ) from None
+        if not lo <= value <= hi:
+            raise E.ValidationFailed(f"{name} must be between {lo} and {hi}",
+                                     [{"loc": ["query", name], "msg": f"between {lo} and {hi}"}])
+        return value
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status_code, body = error_of(exc, status_code, self._reason)
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body.model_dump_json())
+
+    def allowed_methods(self) -> list[str]:
+        return [m for m in self.SUPPORTED_METHODS if getattr(type(self), m.lower(), None)
+                is not web.RequestHandler._unimplemented_method]
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, E.APIError):
+            if value.status >= 500:
+                log.warning("%s %s: %s", self.request.method, self.request.path, value.message)
+            return
+        if isinstance(value, ManifestError) or \
+                isinstance(value, web.HTTPError) and value.status_code < 500:
+            return
+        log.error("unexpected error on %s %s\n%s", self.request.method, self.request.path,
+                  "".join(traceback.format_exception(typ, value, tb)))
+
+    def own_job(self, job_id: str, admin_view: bool = False):
+        """The caller's job; someone else's job does not exist for them (404)."""
+        user = None if (admin_view and self.user.admin) else self.user.name
+        job = self.ctx.store.get_job(job_id, user=user)
+        if job is None:
+            raise E.NotFound(f"no job {job_id}")
+        return job
+
+    def status_filter(self) -> list[str]:
+        """?status=running,queued (or repeated): known statuses only."""
+        statuses = [s for v in self.get_query_arguments("status") for s in v.split(",") if s]
+        bad = [s for s in statuses if s not in STATUSES]
+        if bad:
+            raise E.ValidationFailed(
+                f"unknown status {bad[0]}; known: {', '.join(sorted(STATUSES))}",
+                [{"loc": ["query", "status"], "msg": "unknown status"}])
+        return statuses
+
+    def job_user_filter(self) -> str | None:
+        """Admins pass ?all=1 to see everybody's jobs through the same routes."""
+        return None if (self.user.admin and self.get_query_argument("all", "") == "1") \
+            else self.user.name

@@ -1,0 +1,73 @@
+"""Jobs: submit, list, show, events, logs, cancel."""
+from __future__ import annotations
+
+from hpcbridge import schemas as S
+from hpcbridge.clock import aware
+from hpcbridge.lifecycle import FINAL
+
+from .. import errors as E
+from ..submission import JobRequest, admit
+from .base import APIHandler, job_info
+
+
+class JobsHandler(APIHandler):
+    def get(self):
+        jobs, total = self.ctx.store.list_jobs(
+            user=self.job_user_filter(), status=self.status_filter(),
+            app=self.get_query_argument("app", None), hpc=self.get_query_argument("hpc", None),
+            limit=self.int_arg("limit", 50, 1, 1000), offset=self.int_arg("offset", 0))
+        self.send(S.JobList(jobs=[job_info(j) for j in jobs], total=total))
+
+    def post(self):
+        ctx = self.ctx
+        ok = admit(ctx.store, ctx.hpcs, self.user.name, self.body(JobRequest),
+                   ctx.site.default_quota_seconds)
+        job = ctx.store.create_job(user=self.user.name, app=ok.app, hpc=ok.hpc,
+                                   params=ok.params, resources=ok.resources, upload=ok.upload)
+        ctx.queue.advance(job.id, ok.hpc)  # never fails the request: reconciliation re-sends
+        self.set_header("Location", f"{ctx.api_prefix}jobs/{job.id}")
+        self.send(job_info(job), 201)
+
+
+class JobHandler(APIHandler):
+    def get(self, job_id):
+        self.send(job_info(self.own_job(job_id, admin_view=True)))
+
+
+class JobEventsHandler(APIHandler):
+    def get(self, job_id):
+        job = self.own_job(job_id, admin_view=True)
+        self.send([S.EventInfo(time=aware(e.time), type=e.type, message=e.message)
+                   for e in self.ctx.store.events(job.id)])
+
+
+class JobLogsHandler(APIHandler):
+    def get(self, job_id):
+        job = self.own_job(job_id, admin_view=True)
+        stream = self.get_query_argument("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            raise E.ValidationFailed("stream must be stdout or stderr",
+                                     [{"loc": ["query", "stream"], "msg": "stdout or stderr"}])
+        offset = self.int_arg("offset", 0)
+        data, next_offset = self.ctx.store.read_log(job.id, stream, offset,
+                                                    self.int_arg("limit", 1 << 20, 1, 1 << 24))
+        total = job.stdout_size if stream == "stdout" else job.stderr_size
+        self.send(S.LogChunk(stream=stream, offset=offset, next_offset=next_offset,
+                             data=data.decode(errors="replace"),
+                             complete=job.status in FINAL and next_offset >= total))
+
+
+class JobCancelHandler(APIHandler):
+    admin_route = False
+
+    def post(self, job_id):
+        if self.admin_route:
+            self.require_admin()
+        job = self.own_job(job_id, admin_view=self.admin_route)
+        if job.status in FINAL:
+            raise E.Conflict(f"job {job_id} already {job.status}")
+        job = self.ctx.store.request_cancel(job.id)
+        if job.status in FINAL and not job.cancel_requested:  # it ended meanwhile
+            raise E.Conflict(f"job {job_id} already {job.status}")
+        self.ctx.queue.advance(job.id, job.hpc)
+        self.send(job_info(job), 202)
