@@ -6,115 +6,42 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import type { components, operations } from './api-types';
 import { ApiError } from './errors';
-import { ILogChunk } from './logs';
-import { JobStatus } from './status';
 import { IFieldError, IParamRule, IResourceRule } from './validate';
 
 export { ApiError, IFieldError, IParamRule, IResourceRule };
 
-export interface IQuota {
-  limit_seconds: number | null;
-  used_seconds: number;
-}
+/*
+ * The middleware's models, generated from its OpenAPI document into
+ * api-types.ts (scripts/gen-api-types.sh); never written here by hand.
+ */
+type Schemas = components['schemas'];
 
-export interface IMe {
-  name: string;
-  admin: boolean;
-  quota: IQuota;
-}
+export type IQuota = Schemas['Quota'];
+export type IMe = Schemas['Me'];
+export type IHpc = Schemas['HPCInfo'];
+export type IApp = Schemas['AppInfo'];
+export type IJob = Schemas['JobInfo'];
+export type IJobList = Schemas['JobList'];
+export type IJobEvent = Schemas['EventInfo'];
+export type ILogAnswer = Schemas['LogChunk'];
+export type LogStream = ILogAnswer['stream'];
+export type IResult = Schemas['ResultEntry'];
+export type ISubmitRequest = Schemas['JobCreate'];
+export type IUpload = Schemas['UploadInfo'];
 
-export interface IHpc {
-  id: string;
-  name: string;
-  scheduler: string;
-  partitions: string[];
-  capacity: number;
-  active_jobs: number;
-  /** null: not checked yet. */
-  reachable: boolean | null;
-  draining: boolean;
-  message: string | null;
-}
-
-export interface IApp {
-  id: string;
-  name: string;
-  description: string;
-  container: string;
-  supported_hpc: string[];
-  default_hpc: string;
-  require_upload_data: boolean;
-  param_rules: { [name: string]: IParamRule };
-  slurm_input_rules: { [name: string]: IResourceRule };
-}
-
-export interface IJob {
-  id: string;
-  user: string;
-  app: string;
-  hpc: string;
-  status: JobStatus;
-  message: string | null;
-  params: { [name: string]: unknown };
-  resources: { [name: string]: unknown };
-  scheduler_id: string | null;
-  exit_code: number | null;
-  cancel_requested: boolean;
-  created_at: string | null;
-  queued_at: string | null;
-  submitted_at: string | null;
-  started_at: string | null;
-  finished_at: string | null;
-  updated_at: string | null;
-}
-
-export interface IJobList {
-  jobs: IJob[];
-  total: number;
-}
-
-export interface IJobFilters {
+/** `GET jobs` filters; the panel sends one status (the API also takes a comma list). */
+export type IJobFilters = Omit<
+  NonNullable<operations['get_jobs']['parameters']['query']>,
+  'status'
+> & {
   status?: string;
-  app?: string;
-  hpc?: string;
-  limit?: number;
-  offset?: number;
-}
+};
 
-export interface IJobEvent {
-  time: string;
-  type: string;
-  message: string | null;
-}
-
-export type LogStream = 'stdout' | 'stderr';
-
-export interface ILogAnswer extends ILogChunk {
-  stream: LogStream;
-}
-
-export interface IResult {
-  path: string;
-  size: number;
-  is_dir: boolean;
-}
-
-export interface ISubmitRequest {
-  app: string;
-  hpc: string;
-  params: { [name: string]: unknown };
-  resources: { [name: string]: unknown };
-  upload: string | null;
-}
-
-export interface IUpload {
-  id: string;
-  name: string;
-  size: number;
-}
-
+/** `POST local/download`: served by the Jupyter server extension, not the middleware. */
 export interface IDownload {
+  /** The folder, relative to the Jupyter root, the results were written to. */
   path: string;
 }
 

@@ -8,13 +8,13 @@
  * newer one); `mergeLogChunk` makes that harmless.
  */
 
-export interface ILogChunk {
-  stream?: string;
-  offset: number;
-  next_offset: number;
-  data: string;
-  complete: boolean;
-}
+import type { components } from './api-types';
+
+/** What merging needs of the API's `LogChunk`. */
+export type ILogChunk = Pick<
+  components['schemas']['LogChunk'],
+  'offset' | 'next_offset' | 'data' | 'complete'
+>;
 
 export interface ILogBuffer {
   /** The text shown, possibly cut at the front (see `truncated`). */

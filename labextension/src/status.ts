@@ -2,23 +2,12 @@
  * Job status helpers (pure: no JupyterLab imports, unit tested).
  */
 
-/** Every status a job can have, in lifecycle order. */
-export const JOB_STATUSES = [
-  'queued',
-  'staging',
-  'submitted',
-  'running',
-  'finishing',
-  'succeeded',
-  'failed',
-  'cancelled'
-] as const;
+import type { components } from './api-types';
 
-export type JobStatus = (typeof JOB_STATUSES)[number];
+/** A job's status, as the API's `JobInfo.status` enum has it. */
+export type JobStatus = components['schemas']['JobInfo']['status'];
 
-/** Statuses after which a job never changes again. */
-export const FINAL_STATUSES: ReadonlyArray<JobStatus> = ['succeeded', 'failed', 'cancelled'];
-
+// A Record must name every status of the API enum, and no other: tsc fails when they drift.
 const LABELS: Record<JobStatus, string> = {
   queued: 'Queued',
   staging: 'Staging',
@@ -29,6 +18,12 @@ const LABELS: Record<JobStatus, string> = {
   failed: 'Failed',
   cancelled: 'Cancelled'
 };
+
+/** Every status a job can have, in lifecycle order. */
+export const JOB_STATUSES = Object.keys(LABELS) as ReadonlyArray<JobStatus>;
+
+/** Statuses after which a job never changes again. */
+export const FINAL_STATUSES: ReadonlyArray<JobStatus> = ['succeeded', 'failed', 'cancelled'];
 
 export function isJobStatus(value: unknown): value is JobStatus {
   return typeof value === 'string' && (JOB_STATUSES as ReadonlyArray<string>).includes(value);

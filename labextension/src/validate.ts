@@ -28,34 +28,22 @@
  * params (rule order), unknown params, resources (rule order), unknown resources, upload, hpc.
  */
 
-export type ParamType = 'integer' | 'float' | 'string_option' | 'string_input' | 'boolean';
+import type { components } from './api-types';
 
-export interface IParamRule {
-  type: ParamType;
-  require?: boolean;
-  min?: number;
-  max?: number;
-  step?: number;
-  default_value?: unknown;
-  options?: string[];
-  description?: string;
-}
+type Schemas = components['schemas'];
 
-export interface IResourceRule {
-  min?: number;
-  max?: number;
-  step?: number;
-  default_value?: unknown;
-  unit?: string;
-  options?: string[];
-}
+export type ParamType = Schemas['ParamRule']['type'];
 
-/** Same shape as the server's 422 `details` items. */
-export interface IFieldError {
-  loc: string[];
-  msg: string;
-}
+/** A manifest's parameter rule (the API's `ParamRule`); keys left out mean "no rule". */
+export type IParamRule = Partial<Schemas['ParamRule']> & { type: ParamType };
 
+/** A manifest's Slurm resource rule (the API's `SlurmRule`). */
+export type IResourceRule = Partial<Schemas['SlurmRule']>;
+
+/** The server's 422 `details` items. */
+export type IFieldError = Schemas['ErrorDetail'];
+
+/** The parts of an app (the API's `AppInfo`) that validation reads. */
 export interface IAppRules {
   supported_hpc?: string[];
   require_upload_data?: boolean;
@@ -92,7 +80,7 @@ function isNumber(value: unknown): value is number {
 /** The min/max/step message for a number, or null if it is in range. */
 export function checkRange(
   value: number,
-  rule: { min?: number; max?: number; step?: number }
+  rule: { min?: number | null; max?: number | null; step?: number | null }
 ): string | null {
   if (isNumber(rule.min) && value < rule.min) {
     return `must be at least ${formatNumber(rule.min)}`;
