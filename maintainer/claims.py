@@ -12,7 +12,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-CLAIM_TTL_MS = 3600 * 1000  # as long as an rq task may run (job_timeout)
+from hpcbridge.taskqueue import TASK_TIMEOUT_SECONDS
+
+from .liveness import alive_workers
+
+CLAIM_TTL_MS = TASK_TIMEOUT_SECONDS * 1000  # as long as an rq task may run
 
 TAKE_OVER = """local v = redis.call('get', KEYS[1])
 if (not v) or v == ARGV[1] or v == ARGV[3] then
@@ -39,7 +43,7 @@ def take(rt, job_id: str) -> bool:
     if holder is None:  # released meanwhile: try once more
         return bool(rt.redis.set(key, me, nx=True, px=CLAIM_TTL_MS))
     holder = holder.decode()
-    if holder != me and holder in rt.alive_workers():
+    if holder != me and holder in alive_workers(rt):
         return False
     script = rt.redis.register_script(TAKE_OVER)
     return bool(script(keys=[key], args=[me, CLAIM_TTL_MS, holder]))

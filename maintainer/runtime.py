@@ -3,7 +3,6 @@ the connector pools of every HPC, the store and the Redis connection."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import socket
 import threading
@@ -13,16 +12,18 @@ from typing import Any
 
 from rq import Queue
 
-from hpcbridge.config import Site, connect_redis, queue_name
+from hpcbridge.config import Site, connect_redis
 from hpcbridge.connectors.handlers import SchedulerHandler, create_handler
 from hpcbridge.server.store import Store
+from hpcbridge.taskqueue import enqueue_advance, queue_name
 
-ADVANCE_TASK = "hpcbridge.maintainer.tasks.advance"
+from .config import Maintainer
 
 
 class Runtime:
     def __init__(self, site: Site, worker_id: str | None = None):
         self.site = site
+        self.tuning = Maintainer(config=site.config)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.store = Store(site.db_url)
         self.redis = connect_redis(site)
@@ -45,22 +46,13 @@ class Runtime:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def queue(self, hpc: str) -> Queue:
-        return Queue(queue_name(self.site, hpc), connection=self.redis)
+        return Queue(queue_name(self.site.queue_prefix, hpc), connection=self.redis)
 
     def enqueue_advance(self, job_id: str, hpc: str) -> None:
-        self.queue(hpc).enqueue(ADVANCE_TASK, job_id, job_timeout=3600, result_ttl=60,
-                                failure_ttl=86400, description=f"advance {job_id}")
+        enqueue_advance(self.redis, self.site.queue_prefix, job_id, hpc)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.site.queue_prefix, *parts))
-
-    def alive_workers(self) -> set[str]:
-        """Ids of workers whose heartbeat is younger than worker_timeout (and this one)."""
-        timeout = dt.timedelta(seconds=self.site.worker_timeout)
-        now = dt.datetime.now(dt.timezone.utc)
-        alive = {w.id for w in self.store.workers() if now - _aware(w.heartbeat_at) < timeout}
-        alive.add(self.worker_id)
-        return alive
 
     def close(self) -> None:
         for handler in self.handlers.values():
@@ -93,6 +85,3 @@ def install(runtime: Runtime | None) -> None:
     global _current
     _current = runtime
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value

@@ -3,8 +3,6 @@ sharing one Runtime (event loop and SSH pools) for the life of the process."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 
 from rq import SimpleWorker
@@ -13,19 +11,10 @@ from traitlets.config import Config
 from hpcbridge.config import Site
 
 from . import runtime as R
+from .liveness import heartbeat_loop
 from .poller import Poller
 
 log = logging.getLogger("hpcbridge.maintainer")
-
-
-def heartbeat_loop(rt: R.Runtime, poller: Poller, stop: threading.Event, every: float):
-    host, pid = socket.gethostname(), os.getpid()
-    while not stop.is_set():
-        try:
-            rt.store.heartbeat(rt.worker_id, host, pid, sorted(poller.leases))
-        except Exception:
-            log.exception("heartbeat failed")
-        stop.wait(every)
 
 
 def run_worker(config: Config | None = None, burst: bool = False) -> None:
@@ -33,14 +22,13 @@ def run_worker(config: Config | None = None, burst: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("alembic", "asyncssh", "rq"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    site = Site(config=config or Config())
-    rt = R.Runtime(site)
+    rt = R.Runtime(Site(config=config or Config()))
     R.install(rt)
     stop = threading.Event()
     poller = Poller(rt, stop)
     threads = [
         threading.Thread(target=poller.run, name="hpcbridge-poller", daemon=True),
-        threading.Thread(target=heartbeat_loop, args=(rt, poller, stop, site.worker_timeout / 6),
+        threading.Thread(target=heartbeat_loop, args=(rt, lambda: poller.leases, stop),
                          name="hpcbridge-heartbeat", daemon=True),
     ]
     for t in threads:
@@ -56,7 +44,7 @@ def run_worker(config: Config | None = None, burst: bool = False) -> None:
             t.join(10)
         try:
             rt.store.remove_worker(rt.worker_id)
-        except Exception:
+        except Exception:  # the database may be gone at shutdown: the heartbeat expires
             pass
         rt.close()
         R.install(None)

@@ -1,0 +1,68 @@
+"""Admission: which queued jobs an HPC has room for, and in what order (fair across users).
+
+The poller works out who is next from the jobs its cycle already read and offers them to
+the pool; the task decides again under the HPC's admission lock (`admit`), so a stale
+guess by the poller costs nothing and two workers never overfill an HPC.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from redis.exceptions import LockError
+
+from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
+
+log = logging.getLogger("hpcbridge.maintainer")
+
+
+def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int) -> list:
+    """Up to n of the `queued` jobs (oldest first), in the order they should be admitted.
+
+    Each pick goes to the user with the fewest jobs in the scheduler, counting the ones
+    picked before it; ties go to the user whose oldest queued job has waited longest. A
+    user who queued many jobs first cannot keep the others out when the slots free up
+    one at a time: the slot goes to whoever holds fewest.
+    """
+    if n <= 0 or not queued:
+        return []
+    load = Counter(job.user for job in in_scheduler)
+    lines: dict[str, list] = {}
+    for job in queued:
+        lines.setdefault(job.user, []).append(job)
+    rank = {job.id: i for i, job in enumerate(queued)}
+    heads = {user: 0 for user in lines}
+    picked = []
+    while len(picked) < n and heads:
+        user = min(heads, key=lambda u: (load[u], rank[lines[u][heads[u]].id]))
+        picked.append(lines[user][heads[user]])
+        load[user] += 1
+        heads[user] += 1
+        if heads[user] == len(lines[user]):
+            del heads[user]
+    return picked
+
+
+def next_to_admit(hpc, queued: Sequence, in_scheduler: Sequence) -> list:
+    """The queued jobs (oldest first) the HPC has room for now, in fair order."""
+    return fair_pick(queued, in_scheduler, hpc.capacity - len(in_scheduler))
+
+
+def admit(rt, job) -> bool:
+    """queued → staging if the HPC has room, is not drained, and the job is next in order."""
+    if rt.store.hpc_state(job.hpc).draining:
+        return False
+    wait = rt.tuning.admission_lock_seconds
+    try:
+        with rt.redis.lock(rt.key("admit", job.hpc), timeout=wait, blocking_timeout=wait):
+            in_scheduler = rt.store.active_jobs(job.hpc, IN_SCHEDULER)
+            queued = rt.store.active_jobs(job.hpc, [JobStatus.QUEUED])
+            if job.id not in {j.id for j in next_to_admit(rt.hpcs[job.hpc], queued,
+                                                          in_scheduler)}:
+                return False
+            return rt.store.transition(job.id, JobStatus.STAGING, f"staging on {job.hpc}",
+                                       expect=[JobStatus.QUEUED], worker=rt.worker_id)
+    except LockError:  # the lock's holder died or is slow: the poller offers it again
+        log.warning("admission lock of %s not acquired for job %s", job.hpc, job.id)
+        return False

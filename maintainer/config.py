@@ -1,0 +1,70 @@
+"""The maintainer's tuning: every interval, lease and back-off of the workers, in one place.
+
+Read from the same `hpcbridge_config.py` as `Site` (`c.Maintainer.cancel_resend_seconds = 120`);
+`hpcbridge maintainer --generate-config` writes them all, commented. The defaults suit a
+shared HPC with a few thousand active jobs: change them to trade load on the login node
+against how soon users see a change.
+"""
+from __future__ import annotations
+
+from traitlets import Float, Int
+from traitlets.config import Configurable
+
+
+class Maintainer(Configurable):
+    """How often the maintainer's workers poll, resend, re-read and give up."""
+
+    # --- the poller lease ---------------------------------------------------------------
+    lease_poll_intervals = Float(3.0, help="""The poller lease of an HPC lasts this many of
+        its poll intervals (HPCConfig.poll_interval), renewed each cycle: when the worker
+        holding it dies, another takes the HPC over after at most that long.""").tag(config=True)
+    lease_min_seconds = Float(15.0, help="""Shortest poller lease, in seconds, whatever the
+        poll interval: a slow cycle must not lose the lease to another worker."""
+                              ).tag(config=True)
+    poll_jitter = Float(0.2, help="""Each HPC is polled every poll_interval × (1 ± this), at
+        random, so that the pollers of many sites do not hit a scheduler in step."""
+                        ).tag(config=True)
+    poll_tick_seconds = Float(0.2, help="""Longest sleep of the poller thread between looks at
+        which HPC is due (shorter when an HPC's poll interval is)."""
+                              ).tag(config=True)
+
+    # --- handing jobs to the pool ---------------------------------------------------------
+    resend_seconds = Float(30.0, help="""The poller hands a queued or stuck job to the worker
+        pool (an rq task) at most once per this many seconds; a job that just ended in the
+        scheduler is handed over at once.""").tag(config=True)
+    resend_memory = Int(100000, help="""How many recently handed-over jobs the poller
+        remembers (to honour resend_seconds) before it forgets the older ones."""
+                        ).tag(config=True)
+    cancel_resend_seconds = Float(60.0, help="""A cancel the scheduler has not acted on yet
+        (the job is still listed) is sent again after this many seconds."""
+                                  ).tag(config=True)
+    admission_lock_seconds = Float(30.0, help="""Admission of an HPC's queued jobs is
+        serialised by a Redis lock: held at most this long, and waited for at most this long
+        (then the poller offers the job again)."""
+                                   ).tag(config=True)
+
+    # --- reconciliation -------------------------------------------------------------------
+    reconcile_every_cycles = Int(10, help="""Every this many poll cycles (and whenever a worker
+        takes a poller lease) the jobs left in staging or finishing by a dead worker, or whose
+        task was lost, are handed to the pool again.""").tag(config=True)
+    stale_task_timeouts = Float(4.0, help="""A job in staging or finishing whose worker is alive
+        but that has not changed for this many Site.worker_timeout is handed to the pool
+        again (its task died or was lost).""").tag(config=True)
+    heartbeats_per_timeout = Int(6, help="""Heartbeats each worker writes per
+        Site.worker_timeout: a worker is dead after that many missed beats."""
+                                 ).tag(config=True)
+
+    # --- live logs --------------------------------------------------------------------------
+    quiet_log_after_seconds = Float(60.0, help="""A running job's log that has not grown for
+        this many seconds is quiet: it is read every quiet_log_every_seconds instead of every
+        poll cycle (the login node is shared).""").tag(config=True)
+    quiet_log_every_seconds = Float(30.0, help="""How often a quiet log is read, in seconds."""
+                                    ).tag(config=True)
+    final_log_rounds = Int(1000, help="""When a job ends, its logs are read to the end in rounds
+        of Site.max_log_bytes_per_cycle, at most this many rounds per stream."""
+                           ).tag(config=True)
+
+    # --- statistics -------------------------------------------------------------------------
+    stats_keep = Int(1000, help="""Per-cycle records kept in Redis under
+        <queue_prefix>:stats:<hpc>:cycles (newest first), for operators and benchmarks."""
+                     ).tag(config=True)

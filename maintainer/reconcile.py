@@ -1,0 +1,33 @@
+"""Reconciliation: every non-final job is moved on, whatever a dead worker or a lost rq task
+left behind. Run by the poller when it takes an HPC's lease and every few cycles."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from hpcbridge.clock import aware, utcnow
+from hpcbridge.lifecycle import JobStatus
+
+from .liveness import alive_workers
+
+CLAIMED_STEPS = (JobStatus.STAGING, JobStatus.FINISHING)  # steps a worker holds a job in
+
+
+def reconcile(rt, hpc, offer: Callable[..., None]) -> None:
+    """Hand to the pool (`offer(job_id, hpc_id, force=...)`) the jobs left in staging or
+    finishing by a dead worker, and those whose task died: untouched for
+    Maintainer.stale_task_timeouts worker timeouts. (Queued jobs an rq task was lost for —
+    Redis restarted — are offered by the poller's admission every cycle.)"""
+    store = rt.store
+    stale = dt.timedelta(seconds=rt.site.worker_timeout * rt.tuning.stale_task_timeouts)
+    now = utcnow()
+    alive = alive_workers(rt)
+    for job in store.active_jobs(hpc.id, CLAIMED_STEPS):
+        if job.worker not in alive:
+            store.add_event(job.id, "resumed",
+                            f"resumed by {rt.worker_id} (worker {job.worker} is gone)",
+                            touch=True)
+            store.update_job(job.id, worker=rt.worker_id)
+            offer(job.id, hpc.id, force=True)
+        elif now - aware(job.updated_at) > stale:
+            offer(job.id, hpc.id)
