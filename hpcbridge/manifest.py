@@ -188,13 +188,14 @@ def check_param(rule: ParamRule, value):
 
 
 def check_params(rules: dict[str, ParamRule], params: dict[str, Any]):
-    """(clean params, errors): rules in their order, then unknown names; a missing value
-    takes the rule's default, and is an error only when required without one."""
+    """(clean params, errors): rules in their order, then unknown names. A missing value
+    (absent, null or "") takes the rule's default, except that a required one sent empty
+    is an error, as in the panel (whose fields start with the default)."""
     errors: list[dict] = []
     clean: dict[str, Any] = {}
     for name, rule in rules.items():
         value = params.get(name)
-        if _missing(value):
+        if _missing(value) and not (rule.require and name in params):
             value = _default(rule)
         if _missing(value):
             if rule.require:

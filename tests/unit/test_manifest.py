@@ -125,9 +125,14 @@ def test_step_applies_to_resources():
         {"loc": ["resources", "memory"], "msg": "must be a multiple of 128"}]
 
 
-def test_a_null_or_empty_value_takes_the_default():
+def test_a_null_or_empty_value_takes_the_default_unless_required():
     m = manifest({"n": {"type": "integer", "default_value": 3}})
     assert validate_params(m, {"n": None}) == validate_params(m, {"n": ""}) == {"n": 3}
+    required = manifest({"s": {"type": "string_input", "require": True, "default_value": "w"}})
+    assert validate_params(required, {}) == {"s": "w"}
+    for params in ({"s": None}, {"s": ""}):
+        assert failure(validate_params, required, params) == [
+            {"loc": ["params", "s"], "msg": "is required"}]
 
 
 # --- string_option ---------------------------------------------------------------------
