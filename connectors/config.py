@@ -1,9 +1,22 @@
 """What the connectors need to know about one HPC."""
 from __future__ import annotations
 
-from typing import Literal
+import shlex
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
+
+
+def _command_words(value) -> list[str]:
+    """A command line as argv: a string is split as a shell would, without expanding it."""
+    words = shlex.split(value) if isinstance(value, str) else list(value)
+    if not words:
+        raise ValueError("a command needs at least its program")
+    return words
+
+
+# The words a scheduler command starts with; the handler appends its own arguments.
+Command = Annotated[list[str], BeforeValidator(_command_words)]
 
 
 class HPCConfig(BaseModel):
@@ -11,7 +24,9 @@ class HPCConfig(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     name: str = ""
-    scheduler: Literal["slurm", "local"] = "slurm"
+    scheduler: str = Field("slurm", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description=(
+        "name of the scheduler handler: 'slurm', 'local', or one a site adds with "
+        "Site.scheduler_handlers"))
     # SSH (ignored by the local handler)
     host: str = "127.0.0.1"
     port: int = 22
@@ -34,8 +49,27 @@ class HPCConfig(BaseModel):
     poll_interval: float = 5.0
     # remote dirs of finished jobs: "always", "on_success" or "never"
     cleanup: Literal["always", "on_success", "never"] = "on_success"
+    batch_prelude: list[str] = Field([], description=(
+        "lines added to every batch script after hpcbridge's own #SBATCH lines and before "
+        "the job's commands, as written (trusted site text): '#SBATCH --account=abc', "
+        "'module load python'. Put #SBATCH lines first: sbatch stops reading directives "
+        "at the first command"))
+    # Slurm command lines (the local handler runs none): a site's program path or options,
+    # e.g. "sbatch --qos=short" or "/opt/slurm/bin/squeue"; the handler's arguments follow.
+    sbatch_command: Command = ["sbatch"]
+    squeue_command: Command = ["squeue"]
+    sacct_command: Command = ["sacct"]
+    scancel_command: Command = ["scancel"]
 
     @field_validator("name")
     @classmethod
     def _default_name(cls, v, info):
         return v or info.data.get("id", "")
+
+    @field_validator("batch_prelude")
+    @classmethod
+    def _one_line_each(cls, v):
+        for line in v:
+            if any(c in line for c in "\n\r\0"):
+                raise ValueError(f"batch_prelude holds one line per entry: {line!r}")
+        return v

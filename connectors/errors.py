@@ -1,4 +1,5 @@
 """Typed connector errors. The caller decides what a failure means for a job."""
+from hpcbridge.archive import UnsafePath
 
 
 class ConnectorError(Exception):
@@ -32,13 +33,10 @@ class CommandInterrupted(HPCUnavailable):
     """The connection was lost while a command ran: its outcome is unknown."""
 
 
-class PathOutsideWorkRoot(ConnectorError):
-    """A path escaped the HPC's configured work root."""
+class PathOutsideWorkRoot(ConnectorError, UnsafePath):
+    """A path escaped the HPC's configured work root (the archive module's rule, applied to
+    the work root: an `UnsafePath` that callers of the connectors also see as theirs)."""
 
 
 class SchedulerError(ConnectorError):
     """The scheduler refused or misunderstood a request."""
-
-
-class NotSupported(ConnectorError):
-    """An optional handler method this cluster type does not implement."""

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 
 from pydantic import BaseModel, Field, field_validator
+
+from .layout import WorkDir
 
 # Values that end up in #SBATCH lines are parsed by sbatch, not by a shell, so they
 # cannot be quoted: they are restricted to safe characters instead. Checked with
@@ -29,8 +32,6 @@ class JobSpec(BaseModel):
     memory_mb: int | None = Field(None, ge=1)
     gpus: int = Field(0, ge=0, le=64)
     account: str | None = None
-    stdout_name: str = "stdout.log"
-    stderr_name: str = "stderr.log"
 
     @field_validator("name")
     @classmethod
@@ -65,11 +66,11 @@ class JobSpec(BaseModel):
 
     @property
     def stdout_path(self) -> str:
-        return f"{self.workdir}/{self.stdout_name}"
+        return WorkDir(self.workdir).log("stdout")
 
     @property
     def stderr_path(self) -> str:
-        return f"{self.workdir}/{self.stderr_name}"
+        return WorkDir(self.workdir).log("stderr")
 
 
 def job_name(job_id: str) -> str:
@@ -77,28 +78,30 @@ def job_name(job_id: str) -> str:
     return f"{NAME_PREFIX}{job_id}"
 
 
-def render_batch_script(spec: JobSpec, directives: bool = True) -> str:
-    """The batch script of a job. Every user value is quoted with shlex.quote."""
-    lines = ["#!/bin/bash"]
-    if directives:
-        lines += [
-            f"#SBATCH --job-name={spec.name}",
-            f"#SBATCH --chdir={spec.workdir}",
-            f"#SBATCH --output={spec.stdout_path}",
-            f"#SBATCH --error={spec.stderr_path}",
-            f"#SBATCH --time={spec.time_minutes}",
-            "#SBATCH --nodes=1",
-            "#SBATCH --ntasks=1",
-            f"#SBATCH --cpus-per-task={spec.cpus}",
-        ]
-        if spec.memory_mb:
-            lines.append(f"#SBATCH --mem={spec.memory_mb}M")
-        if spec.partition:
-            lines.append(f"#SBATCH --partition={spec.partition}")
-        if spec.gpus:
-            lines.append(f"#SBATCH --gres=gpu:{spec.gpus}")
-        if spec.account:
-            lines.append(f"#SBATCH --account={spec.account}")
+def render_batch_script(spec: JobSpec, prelude: Sequence[str] = ()) -> str:
+    """The batch script of a job. Every user value is quoted with shlex.quote or restricted
+    to safe characters; `prelude` is the HPC's own trusted lines (HPCConfig.batch_prelude),
+    put after hpcbridge's #SBATCH lines and before the job's first command."""
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={spec.name}",
+        f"#SBATCH --chdir={spec.workdir}",
+        f"#SBATCH --output={spec.stdout_path}",
+        f"#SBATCH --error={spec.stderr_path}",
+        f"#SBATCH --time={spec.time_minutes}",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks=1",
+        f"#SBATCH --cpus-per-task={spec.cpus}",
+    ]
+    if spec.memory_mb:
+        lines.append(f"#SBATCH --mem={spec.memory_mb}M")
+    if spec.partition:
+        lines.append(f"#SBATCH --partition={spec.partition}")
+    if spec.gpus:
+        lines.append(f"#SBATCH --gres=gpu:{spec.gpus}")
+    if spec.account:
+        lines.append(f"#SBATCH --account={spec.account}")
+    lines += prelude
     lines.append("set -eo pipefail")
     for key, value in sorted(spec.environment.items()):
         lines.append(f"export {key}={shlex.quote(value)}")

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Lifecycle statuses a scheduler can report. "unknown" = not known yet: ask again.
-SUBMITTED, RUNNING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN = (
-    "submitted", "running", "succeeded", "failed", "cancelled", "unknown")
-FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+from hpcbridge.lifecycle import FINAL, JobStatus
+
+# The lifecycle statuses a scheduler can report (hpcbridge.lifecycle's), plus one of its own.
+SUBMITTED, RUNNING = JobStatus.SUBMITTED, JobStatus.RUNNING
+SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
+UNKNOWN = "unknown"  # not known yet: ask again
 
 # Every Slurm job state (squeue long names; sacct uses the same, "CANCELLED by 1001" too).
 SLURM_STATES: dict[str, str] = {
@@ -54,16 +56,12 @@ class JobState:
     """What the scheduler says of one job."""
 
     scheduler_id: str
-    status: str  # one of the lifecycle statuses above
+    status: str  # one of the statuses above
     raw_state: str = ""
     exit_code: int | None = None
     reason: str | None = None
     elapsed_seconds: int | None = None
     cpus: int | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL
 
 
 def map_slurm_state(raw: str) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import posixpath
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from hpcbridge.archive import UnsafePath, confine_remote
 
 from .errors import CommandFailed, PathOutsideWorkRoot
 
@@ -38,12 +39,12 @@ class RemoteEntry:
 
 
 def confine(root: str, path: str) -> str:
-    """`path` (absolute, or relative to root) as an absolute path inside `root`."""
-    root = posixpath.normpath(root)  # "/w/" and "/w" are the same root
-    full = posixpath.normpath(posixpath.join(root, path))
-    if full != root and not full.startswith(root.rstrip("/") + "/"):
-        raise PathOutsideWorkRoot(f"{path!r} is outside the work root {root!r}")
-    return full
+    """`path` (absolute, or relative to root) as an absolute path inside the work root
+    `root`: hpcbridge.archive's rule, raising the connectors' own error."""
+    try:
+        return confine_remote(root, path)
+    except UnsafePath:
+        raise PathOutsideWorkRoot(f"{path!r} is outside the work root {root!r}") from None
 
 
 class CommandCounter:
@@ -92,9 +93,6 @@ class Transport:
 
     async def listdir(self, path: str) -> list[RemoteEntry]:
         """Every file and folder below `path`, recursively."""
-        raise NotImplementedError
-
-    async def stat_size(self, path: str) -> int | None:
         raise NotImplementedError
 
     async def read_range(self, path: str, offset: int, max_bytes: int) -> bytes:
@@ -191,12 +189,6 @@ class LocalTransport(Transport):
                                                os.lstat(p).st_size, False))
             return sorted(entries, key=lambda e: e.path)
         return await asyncio.to_thread(walk)
-
-    async def stat_size(self, path):
-        try:
-            return os.stat(self._path(path)).st_size
-        except FileNotFoundError:
-            return None
 
     async def read_range(self, path, offset, max_bytes):
         full = self._path(path)

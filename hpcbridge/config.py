@@ -49,6 +49,10 @@ class Site(Configurable):
          "user": "hpcbridge", "key_file": "/etc/hpcbridge/id_ed25519",
          "known_hosts": "/etc/hpcbridge/known_hosts", "work_root": "~/hpcbridge",
          "partitions": ["normal"], "capacity": 50}.
+        A Slurm HPC may add lines to every batch script and options or paths to the Slurm
+        commands: "batch_prelude": ["#SBATCH --account=abc", "module load python"],
+        "sbatch_command": "sbatch --qos=short" (also squeue_command, sacct_command,
+        scancel_command); see docs/configuration.md.
         Default: one `local` HPC running jobs as processes on this machine.""").tag(config=True)
 
     @default("hpcs")
@@ -56,6 +60,12 @@ class Site(Configurable):
         return [{"id": "local", "name": "This machine", "scheduler": "local",
                  "work_root": os.path.join(self.data_dir, "work"), "capacity": 4,
                  "poll_interval": 1.0}]
+
+    scheduler_handlers = Dict(key_trait=Unicode(), help="""Scheduler handlers this site adds
+        (or replaces), by the `scheduler` name its HPC entries use: each a subclass of
+        hpcbridge.connectors.handlers.SchedulerHandler, or its import string, e.g.
+        {"pbs": "mysite.handlers.PBSHandler"}. Merged over the built-in
+        {"slurm": SlurmHandler, "local": LocalHandler}.""").tag(config=True)
 
     apps = List(Unicode(), help="Folders or git URLs of applications (each with a "
                                 "manifest.json) registered at start-up. Default: the two "
@@ -89,8 +99,20 @@ class Site(Configurable):
         return os.path.join(self.data_dir, "apps")
 
     def hpc_configs(self):
+        """Every HPC entry as an HPCConfig; an unknown `scheduler` name is refused here (its
+        class is imported only where a handler is made: handler_registry)."""
         from hpcbridge.connectors import HPCConfig
-        return {h["id"]: HPCConfig(**h) for h in self.hpcs}
+        from hpcbridge.connectors.handlers import check_scheduler
+        configs = {h["id"]: HPCConfig(**h) for h in self.hpcs}
+        for cfg in configs.values():
+            check_scheduler(cfg.scheduler, self.scheduler_handlers)
+        return configs
+
+    def handler_registry(self):
+        """Scheduler name → handler class: the built-ins with scheduler_handlers over them,
+        each import checked. Pass it to connectors.handlers.create_handler."""
+        from hpcbridge.connectors.handlers import handler_registry
+        return handler_registry(self.scheduler_handlers)
 
 
 def connect_redis(site: Site):

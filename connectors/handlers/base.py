@@ -1,11 +1,15 @@
-"""One scheduler handler per cluster type (seeds/001: required and optional methods)."""
+"""One scheduler handler per cluster type (seeds/001: required methods are abstract,
+optional ones have a default).
+
+A site adds its own by subclassing `SchedulerHandler` and naming the class in
+`Site.scheduler_handlers` (see handlers/__init__.py and docs/configuration.md).
+"""
 from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
 
 from ..config import HPCConfig
-from ..errors import NotSupported
 from ..spec import JobSpec
 from ..state import JobState
 from ..transport import Transport
@@ -14,12 +18,15 @@ from ..transport import Transport
 class SchedulerHandler(abc.ABC):
     """Drives one HPC's scheduler through a transport (SSH pool or this machine)."""
 
-    #: the `scheduler` value of an HPC config that selects this class
-    kind: str = ""
-
     def __init__(self, config: HPCConfig, transport: Transport):
         self.config = config
         self.transport = transport
+
+    @classmethod
+    def default_transport(cls, config: HPCConfig) -> Transport:
+        """The transport a handler gets when none is given: the HPC's SSH pool."""
+        from ..pool import ConnectorPool  # asyncssh only where it is used
+        return ConnectorPool(config)
 
     # --- required -------------------------------------------------------------------
     @abc.abstractmethod
@@ -42,11 +49,5 @@ class SchedulerHandler(abc.ABC):
         """The id of a job submitted under `name`, if any: makes submission idempotent."""
 
     # --- optional -------------------------------------------------------------------
-    async def history(self, limit: int = 100) -> list[JobState]:
-        raise NotSupported(f"{self.kind} handler has no history")
-
-    async def partitions(self) -> list[str]:
-        return list(self.config.partitions)
-
     async def close(self) -> None:
         await self.transport.close()

@@ -34,10 +34,10 @@ TIMEOUT_EXIT = 124
 
 
 class LocalHandler(SchedulerHandler):
-    kind = "local"
 
-    def __init__(self, config, transport=None):
-        super().__init__(config, transport or LocalTransport(config.work_root))
+    @classmethod
+    def default_transport(cls, config):
+        return LocalTransport(config.work_root)
 
     @property
     def _state_root(self) -> str:
@@ -51,7 +51,8 @@ class LocalHandler(SchedulerHandler):
     async def submit(self, spec: JobSpec) -> str:
         await self.transport.resolve_work_root()
         script = f"{spec.workdir}/job.sbatch"
-        await self.transport.write_bytes(script, render_batch_script(spec).encode(), 0o700)
+        text = render_batch_script(spec, self.config.batch_prelude)
+        await self.transport.write_bytes(script, text.encode(), 0o700)
         while True:  # the state folder claims the id, also against other workers
             job_id = str(time.time_ns() // 1000)
             state = self._state(job_id)
@@ -125,13 +126,6 @@ class LocalHandler(SchedulerHandler):
             if job_id.isdigit() and self._read(job_id, "name") == name:
                 return job_id
         return None
-
-    async def history(self, limit: int = 100) -> list[JobState]:
-        try:
-            ids = sorted(i for i in os.listdir(self._state_root) if i.isdigit())
-        except FileNotFoundError:
-            return []
-        return [self._one(i) for i in ids[-limit:]]
 
 
 def _alive(pid: int) -> bool:

@@ -1,4 +1,8 @@
-"""Slurm over SSH: sbatch, one squeue + at most one sacct per status round, scancel."""
+"""Slurm over SSH: sbatch, one squeue + at most one sacct per status round, scancel.
+
+Each command starts with the HPC's configured words (HPCConfig.sbatch_command, …: a
+site's path or options); the arguments below follow them, one argv word each.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,12 +18,12 @@ SACCT_FORMAT = "JobID,JobName,State,ExitCode,Elapsed,AllocCPUS"
 
 
 class SlurmHandler(SchedulerHandler):
-    kind = "slurm"
 
     async def submit(self, spec: JobSpec) -> str:
         script = f"{spec.workdir}/job.sbatch"
-        await self.transport.write_bytes(script, render_batch_script(spec).encode(), 0o700)
-        result = await self.transport.run(["sbatch", "--parsable", script])
+        text = render_batch_script(spec, self.config.batch_prelude)
+        await self.transport.write_bytes(script, text.encode(), 0o700)
+        result = await self.transport.run([*self.config.sbatch_command, "--parsable", script])
         if result.exit_status != 0:
             raise SchedulerError(f"sbatch refused the job: {result.stderr.strip()}")
         job_id = result.stdout.strip().split(";")[0]
@@ -33,7 +37,8 @@ class SlurmHandler(SchedulerHandler):
             return {}
         # One squeue for every job of our account, however many ids are asked about.
         who = ["-u", self.config.user] if self.config.user else ["--me"]
-        result = await self.transport.run(["squeue", "-h", *who, "-o", SQUEUE_FORMAT])
+        result = await self.transport.run(
+            [*self.config.squeue_command, "-h", *who, "-o", SQUEUE_FORMAT])
         if result.exit_status != 0:
             raise SchedulerError(f"squeue failed: {result.stderr.strip()}")
         queued = parse_squeue(result.stdout)
@@ -41,8 +46,8 @@ class SlurmHandler(SchedulerHandler):
         gone = [i for i in ids if i not in states]
         if gone:
             # The rest left the queue: accounting knows how they ended (one sacct).
-            result = await self.transport.run(
-                ["sacct", "-X", "-n", "-P", "-j", ",".join(gone), f"--format={SACCT_FORMAT}"])
+            result = await self.transport.run([*self.config.sacct_command, "-X", "-n", "-P",
+                                               "-j", ",".join(gone), f"--format={SACCT_FORMAT}"])
             if result.exit_status != 0:
                 raise SchedulerError(f"sacct failed: {result.stderr.strip()}")
             accounted = parse_sacct(result.stdout)
@@ -53,30 +58,20 @@ class SlurmHandler(SchedulerHandler):
     async def cancel(self, scheduler_id: str) -> None:
         if not scheduler_id.isdigit():
             raise SchedulerError(f"not a Slurm job id: {scheduler_id!r}")
-        result = await self.transport.run(["scancel", scheduler_id])
+        result = await self.transport.run([*self.config.scancel_command, scheduler_id])
         if result.exit_status != 0 and "already completing" not in result.stderr \
                 and "Invalid job id" not in result.stderr:
             raise SchedulerError(f"scancel failed: {result.stderr.strip()}")
 
     async def find_by_name(self, name: str) -> str | None:
         result = await self.transport.run(
-            ["squeue", "-h", "-t", "all", "-n", name, "-o", "%i"])
+            [*self.config.squeue_command, "-h", "-t", "all", "-n", name, "-o", "%i"])
         ids = result.stdout.split() if result.exit_status == 0 else []
         if not ids:
+            # local time on purpose: sacct reads -S as local time, not UTC
             since = (dt.datetime.now() - dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S")
-            result = await self.transport.run(
-                ["sacct", "-X", "-n", "-P", "-S", since, f"--name={name}", "--format=JobID"])
+            result = await self.transport.run([*self.config.sacct_command, "-X", "-n", "-P",
+                                               "-S", since, f"--name={name}", "--format=JobID"])
             ids = [i for i in result.stdout.split() if i.isdigit()] \
                 if result.exit_status == 0 else []
         return ids[0] if ids else None
-
-    async def history(self, limit: int = 100) -> list[JobState]:
-        since = (dt.datetime.now() - dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%S")
-        result = await self.transport.run(
-            ["sacct", "-X", "-n", "-P", "-S", since, f"--format={SACCT_FORMAT}"])
-        return list(parse_sacct(result.stdout).values())[-limit:]
-
-    async def partitions(self) -> list[str]:
-        result = await self.transport.run(["sinfo", "-h", "-o", "%R"])
-        found = sorted(set(result.stdout.split())) if result.exit_status == 0 else []
-        return found or list(self.config.partitions)
