@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+from connector_helpers import file_size, make_config
 
 from hpcbridge.connectors.config import HPCConfig
 from hpcbridge.connectors.errors import PathOutsideWorkRoot
@@ -32,6 +33,7 @@ from hpcbridge.connectors.state import (
     SUCCEEDED,
     UNKNOWN,
 )
+from hpcbridge.lifecycle import FINAL
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -65,7 +67,7 @@ class Target:
         return states
 
     async def wait(self, ids, done=None, deadline=90.0, interval=0.5):
-        done = done or (lambda states: all(s.final for s in states.values()))
+        done = done or (lambda states: all(s.status in FINAL for s in states.values()))
         end = time.monotonic() + deadline
         seen = {i: [] for i in ids}
         while True:
@@ -80,18 +82,13 @@ class Target:
             await asyncio.sleep(interval)
 
     async def read(self, path: str) -> bytes:
-        size = await self.transport.stat_size(path)
-        return b"" if size is None else await self.transport.read_range(path, 0, size)
+        return await self.transport.read_range(path, 0, 1 << 20)
 
 
 @pytest.fixture(params=[pytest.param("slurm", marks=pytest.mark.stack), "local"])
 async def target(request, tmp_path):
     if request.param == "slurm":
-        ssh = request.getfixturevalue("ssh_target")
-        config = HPCConfig(id="stack", scheduler="slurm", host=ssh.host, port=ssh.port,
-                           user=ssh.user, key_file=ssh.key, known_hosts=ssh.known_hosts,
-                           work_root=f"~/hpcbridge-tests/{uuid.uuid4().hex}",
-                           partitions=["debug"], commands_per_minute=100_000)
+        config = make_config(request.getfixturevalue("ssh_target"), scheduler="slurm")
     else:
         config = HPCConfig(id="local", scheduler="local", work_root=str(tmp_path / "root"))
     handler = create_handler(config)
@@ -147,7 +144,7 @@ async def test_a_failing_line_stops_the_script(target):
     job = await target.submit("stops", "false\necho after > after.txt")
     states, _ = await target.wait([job])
     assert (states[job].status, states[job].exit_code) == (FAILED, 1)
-    assert await target.transport.stat_size("stops/after.txt") is None
+    assert await file_size(target.transport, "stops/after.txt") is None
 
 
 async def test_status_many_is_batched_and_never_guesses(target):
@@ -158,7 +155,7 @@ async def test_status_many_is_batched_and_never_guesses(target):
     # a job nobody knows is unknown, never succeeded; duplicates are answered once
     answer = await target.status([*ids, unknown, ids[0]])
     assert set(answer) == {*ids, unknown}
-    assert answer[unknown].status == UNKNOWN and not answer[unknown].final
+    assert answer[unknown].status == UNKNOWN
     assert await target.handler.status_many([]) == {}
 
 
@@ -179,7 +176,7 @@ async def test_cancel_a_running_job(target):
     await target.handler.cancel(job)
     states, _ = await target.wait([job], deadline=60)
     assert states[job].status == CANCELLED
-    assert await target.transport.stat_size("cancel/done.txt") is None
+    assert await file_size(target.transport, "cancel/done.txt") is None
     await target.handler.cancel(job)  # twice is harmless
     assert (await target.status([job]))[job].status == CANCELLED
 
@@ -229,8 +226,8 @@ async def test_transport_files(target, tmp_path):
     for rel, data in files.items():
         assert (tmp_path / "back" / rel).read_bytes() == data
     assert (tmp_path / "back" / "empty-dir").is_dir()
-    assert await t.stat_size("st/in/sub/b.bin") == 256 * 40
-    assert await t.stat_size("st/in/none") is None
+    assert await file_size(t, "st/in/sub/b.bin") == 256 * 40
+    assert await file_size(t, "st/in/none") is None
     assert await t.read_range("st/in/a.txt", 2, 2) == b"ph"
     assert await t.read_range("st/in/a.txt", 100, 2) == b""
     assert await t.read_range("st/in/none", 0, 2) == b""
@@ -248,5 +245,5 @@ async def test_transport_files(target, tmp_path):
         with pytest.raises(PathOutsideWorkRoot):
             await t.upload(str(src / "a.txt"), bad)
     await t.rmtree("st")
-    assert await t.stat_size("st") is None
+    assert await file_size(t, "st") is None
     assert await t.listdir(".") == []

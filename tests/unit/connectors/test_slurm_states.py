@@ -97,7 +97,7 @@ def test_squeue_lines():
     assert states["102"] == JobState("102", RUNNING, "RUNNING", None, None, 3723, 1)
     assert states["103"].status == RUNNING and states["103"].elapsed_seconds == 306
     assert states["104"].reason == "JobHeldUser"
-    assert not any(s.final for s in states.values())
+    assert not any(s.status in FINAL for s in states.values())
 
 
 def test_squeue_ignores_blank_and_malformed_lines():
@@ -124,7 +124,7 @@ def test_sacct_final_states():
     assert s["15"].status == FAILED and s["15"].reason.startswith("TIMEOUT")
     assert s["15"].elapsed_seconds == 90
     assert s["16"].status == FAILED and s["16"].reason.startswith("OUT_OF_MEMORY")
-    assert all(state.final for state in s.values())
+    assert all(state.status in FINAL for state in s.values())
 
 
 @pytest.mark.parametrize("raw", FAILING)
@@ -152,7 +152,7 @@ def test_sacct_non_final_answer_is_unknown(raw):
     # calls PENDING (named 'allocation') is "not known yet", never succeeded.
     state = parse_sacct(f"31|allocation|{raw}|0:0|00:00:00|1")["31"]
     assert state.status == UNKNOWN
-    assert not state.final
+    assert state.status not in FINAL
 
 
 def test_final_set_is_exactly_the_three_ends():

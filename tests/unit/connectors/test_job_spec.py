@@ -1,13 +1,13 @@
-"""JobSpec validation, batch script rendering (hostile values stay data), confine()."""
+"""JobSpec validation and batch script rendering: hostile values stay data, the HPC's
+prelude lines go between hpcbridge's #SBATCH lines and the job's commands."""
 import os
 import subprocess
 
 import pytest
 from pydantic import ValidationError
 
-from hpcbridge.connectors.errors import PathOutsideWorkRoot
+from hpcbridge.connectors.config import HPCConfig
 from hpcbridge.connectors.spec import JobSpec, job_name, render_batch_script
-from hpcbridge.connectors.transport import confine
 
 
 def hostile_values(canary_dir):
@@ -50,8 +50,8 @@ def test_hostile_values_arrive_verbatim_and_nothing_runs(tmp_path):
     values = hostile_values(canary)
     spec = JobSpec(name=job_name("0b7c6c1e-hostile"), workdir=str(work),
                    command="env -0 > env.out", environment=values)
-    script = render_batch_script(spec, directives=False)
-    assert "#SBATCH --job-name" not in script
+    # bash reads the #SBATCH lines as comments; the prelude runs before the job's command
+    script = render_batch_script(spec, ["#SBATCH --comment=site", "export SITE=prelude"])
     (tmp_path / "job.sh").write_text(script)
     # a clean environment so that only the script's exports can explain what we read
     proc = subprocess.run(["bash", str(tmp_path / "job.sh")], cwd=tmp_path,
@@ -61,6 +61,7 @@ def test_hostile_values_arrive_verbatim_and_nothing_runs(tmp_path):
     env = read_env0(work / "env.out")
     for key, value in values.items():
         assert env.get(key) == value, key
+    assert env["SITE"] == "prelude"
     assert list(canary.iterdir()) == [], "a hostile value was executed"
     assert not (tmp_path / "home").exists()
 
@@ -103,6 +104,36 @@ def test_script_directives_follow_the_spec():
                      "#SBATCH --account=proj_1"]:
         assert expected in lines
     assert lines[-1] == "python run.py"
+
+
+PRELUDE = ["#SBATCH --account=abc", "#SBATCH --qos=short", "module load python"]
+
+
+def test_prelude_goes_after_the_directives_and_before_the_commands():
+    spec = JobSpec(name="hpcbridge-abc", workdir="/w/abc", command="python run.py",
+                   partition="gpu", account="proj_1", environment={"param_x": "1"})
+    plain = render_batch_script(spec).splitlines()
+    lines = render_batch_script(spec, PRELUDE).splitlines()
+    last_builtin = max(i for i, line in enumerate(plain) if line.startswith("#SBATCH"))
+    assert lines[:last_builtin + 1] == plain[:last_builtin + 1]
+    assert lines[last_builtin + 1:last_builtin + 4] == PRELUDE
+    assert lines[last_builtin + 4:] == plain[last_builtin + 1:]
+    assert lines[last_builtin + 4] == "set -eo pipefail"
+    # the site's #SBATCH lines come before any command, so sbatch reads them
+    assert sbatch_directives("\n".join(lines))[-2:] == PRELUDE[:2]
+
+
+def test_prelude_does_not_weaken_the_quoting(tmp_path):
+    spec = JobSpec(name="n", workdir="/w", command="true", environment=hostile_values(tmp_path))
+    body = render_batch_script(spec).split("set -eo pipefail\n", 1)[1]
+    assert render_batch_script(spec, PRELUDE).endswith("set -eo pipefail\n" + body)
+
+
+@pytest.mark.parametrize("line", ["module load a\nrm -rf ~", "a\rb", "x\0y"])
+def test_a_prelude_entry_is_one_line(line):
+    with pytest.raises(ValidationError):
+        HPCConfig(id="c", batch_prelude=["#SBATCH --qos=short", line])
+    assert HPCConfig(id="c", batch_prelude=PRELUDE).batch_prelude == PRELUDE
 
 
 def test_failing_command_fails_the_script(tmp_path):
@@ -160,34 +191,3 @@ def test_nul_in_environment_value_is_rejected():
 def test_resource_bounds(field, value):
     with pytest.raises(ValidationError):
         JobSpec(name="n", workdir="/w", command="true", **{field: value})
-
-
-# --- confine ----------------------------------------------------------------------------
-ROOT = "/home/hpcuser/hpcbridge"
-
-
-@pytest.mark.parametrize(("path", "expected"), [
-    ("job1", f"{ROOT}/job1"),
-    ("job1/in/data.csv", f"{ROOT}/job1/in/data.csv"),
-    ("job1/./x/../y", f"{ROOT}/job1/y"),
-    (".", ROOT),
-    ("", ROOT),
-    (f"{ROOT}/job2/out", f"{ROOT}/job2/out"),
-])
-def test_confine_inside(path, expected):
-    assert confine(ROOT, path) == expected
-
-
-@pytest.mark.parametrize("path", ["..", "../x", "job/../../x", "a/../../hpcbridge2",
-                                  "/etc/passwd", "/home/hpcuser", "/home/hpcuser/hpcbridge2",
-                                  "/home/hpcuser/hpcbridge/../.ssh/authorized_keys", "/"])
-def test_confine_refuses_escapes(path):
-    with pytest.raises(PathOutsideWorkRoot):
-        confine(ROOT, path)
-
-
-def test_confine_root_with_trailing_slash():
-    assert confine(ROOT + "/", "job") == f"{ROOT}/job"
-    assert confine(ROOT + "/", ".") == ROOT
-    with pytest.raises(PathOutsideWorkRoot):
-        confine(ROOT + "/", "../x")

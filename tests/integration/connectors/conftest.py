@@ -1,0 +1,37 @@
+"""Fixtures of the connector tests against the real stack (sshd at :2222, Slurm,
+slurmdbd). Every test works under its own ~/hpcbridge-tests/<uuid> of hpcuser and cancels
+what it submitted."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from connector_helpers import Tracked, cleanup, make_config, port_open
+
+from hpcbridge.connectors.handlers import SlurmHandler
+from hpcbridge.connectors.pool import ConnectorPool
+
+
+@pytest.fixture
+def ssh(stack, ssh_target):
+    """The login node (conftest's ssh_target) plus where the stack keeps sshd's files."""
+    t = ssh_target
+    s = SimpleNamespace(host=t.host, port=t.port, user=t.user, key=t.key,
+                        known_hosts=t.known_hosts, stack_dir=Path(stack["stack_dir"]))
+    if not port_open(s):
+        pytest.fail(f"sshd of the test stack is not answering at {s.host}:{s.port}")
+    return s
+
+
+@pytest.fixture
+async def pool(ssh):
+    p = ConnectorPool(make_config(ssh))
+    p.tracked = Tracked()
+    yield p
+    await cleanup(p)
+
+
+@pytest.fixture
+def handler(pool):
+    return SlurmHandler(pool.config, pool)
