@@ -31,11 +31,11 @@ import asyncssh
 
 from hpcbridge.connectors.config import HPCConfig
 from hpcbridge.connectors.handlers import SlurmHandler
+from hpcbridge.connectors.handlers.slurm import SQUEUE_FORMAT
 from hpcbridge.connectors.pool import ConnectorPool
-from hpcbridge.connectors.state import SUBMITTED
+from hpcbridge.lifecycle import JobStatus
 
 REPO = Path(__file__).resolve().parents[1]
-SQUEUE_FORMAT = "%i|%T|%r|%M|%C"
 
 
 def load_stack() -> dict:
@@ -125,7 +125,7 @@ async def part_b(pool, handler, jobs, sizes, repeats=5):
                 before = pool.commands.total
                 t, states = await timed(handler.status_many(subset))
                 batched_cmds = pool.commands.total - before
-                assert len(states) == n and all(s.status == SUBMITTED for s in states.values())
+                assert len(states) == n and all(s.status == JobStatus.SUBMITTED for s in states.values())
                 batched.append(t)
 
                 before = pool.commands.total
