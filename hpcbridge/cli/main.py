@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="job commands", metavar="COMMAND")
     for name in ("server", "maintainer", "demo"):
         sub.add_parser(name, help=f"run the {name} (see `hpcbridge {name} --help`)")
-    p = sub.add_parser("submit", parents=[common], help="submit a job and (by default) wait for it")
+
+    def command(name: str, text: str, job_id: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.set_defaults(func=name)
+        if job_id:
+            p.add_argument("job_id")
+        return p
+    p = command("submit", "submit a job and (by default) wait for it")
     p.add_argument("app")
     p.add_argument("--hpc")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
@@ -59,23 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time (minutes), cpus, memory (MB), gpus, partition")
     p.add_argument("--upload", metavar="PATH", help="a file or folder to send with the job")
     p.add_argument("--no-wait", action="store_true")
-    p.set_defaults(func="submit")
-    p = sub.add_parser("list", parents=[common], help="your jobs")
-    p.add_argument("--status", action="append")
-    p.set_defaults(func="list")
-    p = sub.add_parser("status", parents=[common], help="one job")
-    p.add_argument("job_id")
-    p.set_defaults(func="status")
-    p = sub.add_parser("logs", parents=[common], help="a job's output")
-    p.add_argument("job_id")
+    command("list", "your jobs").add_argument("--status", action="append")
+    command("status", "one job", job_id=True)
+    p = command("logs", "a job's output", job_id=True)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--stream", choices=["stdout", "stderr"], default="stdout")
-    p.set_defaults(func="logs")
-    p = sub.add_parser("cancel", parents=[common], help="cancel a job")
-    p.add_argument("job_id")
-    p.set_defaults(func="cancel")
-    p = sub.add_parser("download", parents=[common], help="download a job's results")
-    p.add_argument("job_id")
-    p.add_argument("dest", nargs="?", default=None)
-    p.set_defaults(func="download")
+    command("cancel", "cancel a job", job_id=True)
+    command("download", "download a job's results", job_id=True).add_argument(
+        "dest", nargs="?", default=None)
     return parser

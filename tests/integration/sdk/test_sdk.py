@@ -14,7 +14,6 @@ from services import Services, remove_remote, slurm_hpc, wait_for_sshd
 from hpcbridge import Client
 from hpcbridge.errors import (
     AuthError,
-    ConfigurationError,
     Conflict,
     NotFound,
     Unavailable,
@@ -23,33 +22,19 @@ from hpcbridge.errors import (
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-WAIT = 240  # generous: other helpers share Slurm and restart sshd now and then
+WAIT = 240  # generous: other tests share Slurm and restart sshd now and then
 
-
-
-
-@pytest.fixture(scope="module")
-def mw(slurm_middleware):
-    return slurm_middleware
 
 @pytest.fixture
-def alice_env(mw, hub, monkeypatch):
+def alice_env(slurm_middleware, hub, monkeypatch):
     """A kernel of alice's hub-spawned server: URL from the hub, token = alice's."""
     monkeypatch.delenv("HPCBRIDGE_TOKEN", raising=False)
-    monkeypatch.setenv("HPCBRIDGE_URL", mw.url)
+    monkeypatch.setenv("HPCBRIDGE_URL", slurm_middleware.url)
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", hub.tokens["alice"])
 
 
 def events_of(job) -> str:
     return "; ".join(f"{e.type}: {e.message}" for e in job.events())
-
-
-def wait_status(job, statuses, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while job.refresh().status not in statuses:
-        assert time.monotonic() < deadline, f"still {job.status}: {events_of(job)}"
-        time.sleep(0.3)
-    return job
 
 
 def test_hello_with_an_uploaded_folder_end_to_end(alice_env, tmp_path):
@@ -156,7 +141,7 @@ def test_validation_errors_carry_field_paths(alice_env):
     assert {j.id for j in client.jobs(limit=1000)} == before  # nothing was created
 
 
-def test_other_users_and_bad_tokens(alice_env, mw, hub):
+def test_other_users_and_bad_tokens(alice_env, hub):
     alice = Client()
     job = alice.submit("hello", hpc="slurm", params={"name": "private", "lines": 1,
                                                      "delay": 0})
@@ -174,13 +159,6 @@ def test_other_users_and_bad_tokens(alice_env, mw, hub):
         alice.job("0" * 32)
     job.wait(progress=False, timeout=WAIT)
     assert job.status == "succeeded", events_of(job)
-
-
-def test_nothing_configured(monkeypatch):
-    for name in ("HPCBRIDGE_URL", "HPCBRIDGE_TOKEN", "JUPYTERHUB_API_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    with pytest.raises(ConfigurationError, match="HPCBRIDGE_URL"):
-        Client()
 
 
 def test_middleware_that_went_down_is_unavailable(stack, hub, tmp_path):

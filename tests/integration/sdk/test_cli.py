@@ -18,11 +18,6 @@ HPCBRIDGE = os.path.join(os.path.dirname(sys.executable), "hpcbridge")
 WAIT = 240
 
 
-
-@pytest.fixture(scope="module")
-def mw(slurm_middleware):
-    return slurm_middleware
-
 def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HPCBRIDGE_", "JUPYTERHUB_"))}
@@ -31,8 +26,10 @@ def clean_env(**extra) -> dict:
 
 
 @pytest.fixture
-def cli(mw, hub, tmp_path):
-    env = clean_env(HPCBRIDGE_URL=mw.url, HPCBRIDGE_TOKEN=hub.tokens["alice"])
+def cli(slurm_middleware, hub, tmp_path):
+    """cli(*args): the console script as alice; its result, checked to have no traceback
+    (and, with check=True, to exit 0)."""
+    env = clean_env(HPCBRIDGE_URL=slurm_middleware.url, HPCBRIDGE_TOKEN=hub.tokens["alice"])
 
     def run(*args, timeout=WAIT + 60, check=True, env_=None):
         result = subprocess.run([HPCBRIDGE, *args], capture_output=True, text=True,
@@ -142,11 +139,11 @@ def test_bad_param_is_a_readable_error(cli):
     assert as_json(cli("list", "--json")) == before  # nothing was submitted
 
 
-def test_unknown_job_and_bad_token(cli, mw):
+def test_unknown_job_and_bad_token(cli, slurm_middleware):
     result = cli("status", "0" * 32, check=False)
     assert result.returncode != 0 and "no job" in result.stderr
     result = cli("list", check=False,
-                 env_=clean_env(HPCBRIDGE_URL=mw.url, HPCBRIDGE_TOKEN="wrong"))
+                 env_=clean_env(HPCBRIDGE_URL=slurm_middleware.url, HPCBRIDGE_TOKEN="wrong"))
     assert result.returncode != 0 and "invalid or expired token" in result.stderr
 
 
@@ -159,11 +156,8 @@ def test_nothing_configured_and_middleware_down(cli, tmp_path):
     assert "cannot reach the hpcbridge middleware" in result.stderr and down in result.stderr
 
 
-def test_token_from_a_hub_spawned_environment(mw, hub, tmp_path):
+def test_token_from_a_hub_spawned_environment(cli, slurm_middleware, hub):
     """In a JupyterHub terminal: HPCBRIDGE_URL from the hub, JUPYTERHUB_API_TOKEN = user's."""
-    result = subprocess.run([HPCBRIDGE, "list", "--json"], capture_output=True, text=True,
-                            timeout=60, env=clean_env(HPCBRIDGE_URL=mw.url,
-                                                      JUPYTERHUB_API_TOKEN=hub.tokens["bob"]))
-    assert result.returncode == 0, result.stderr
+    result = cli("list", "--json", env_=clean_env(HPCBRIDGE_URL=slurm_middleware.url,
+                                                  JUPYTERHUB_API_TOKEN=hub.tokens["bob"]))
     assert all(j["user"] == "bob" for j in json.loads(result.stdout))
-

@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from services import free_port
+
+pytestmark = [pytest.mark.slow]
 
 
 def _processes_mentioning(text: str) -> list[str]:
