@@ -6,39 +6,72 @@ import os
 import signal
 
 from traitlets import Bool, Int, Unicode
-from traitlets.config import Application
+from traitlets.config import Application, Configurable
 
 from hpcbridge import __version__
 from hpcbridge.config import Site
 
+from .config import Maintainer
 from .worker import run_worker
+
+
+def configurable_classes() -> list[type[Configurable]]:
+    """Every class a maintainer reads from hpcbridge_config.py: Site, Maintainer, and any
+    built-in scheduler handler that is itself configurable (none is today: an HPC's
+    Slurm commands and batch prelude are part of its Site.hpcs entry)."""
+    from hpcbridge.connectors.handlers import BUILTIN_HANDLERS
+    handlers = [cls for cls in BUILTIN_HANDLERS.values() if issubclass(cls, Configurable)]
+    return [Site, Maintainer, *handlers]
 
 
 class MaintainerApp(Application):
     name = "hpcbridge-maintainer"
     version = __version__
     description = "Drives every job's life on the HPCs: stage, submit, watch, cancel, collect."
-    classes = [Site]
+    classes = configurable_classes()
     aliases = {"workers": "MaintainerApp.workers", "config": "MaintainerApp.config_file",
                "data-dir": "Site.data_dir", "db-url": "Site.db_url",
                "redis-url": "Site.redis_url", "log-level": "Application.log_level"}
-    flags = {"burst": ({"MaintainerApp": {"burst": True}}, "exit when the queues are empty")}
+    flags = {"burst": ({"MaintainerApp": {"burst": True}}, "exit when the queues are empty"),
+             "generate-config": ({"MaintainerApp": {"generate_config": True}},
+                                 "write the config file (--config) with every setting, "
+                                 "commented, and exit")}
 
     config_file = Unicode("hpcbridge_config.py", help="Config file to load.").tag(config=True)
+    generate_config = Bool(False, help="Write the config file and exit.").tag(config=True)
     workers = Int(2, help="Worker processes (each non-forking, with its own SSH pools)."
                   ).tag(config=True)
     burst = Bool(False, help="Exit once the queues are empty (tests, cron).").tag(config=True)
 
     def initialize(self, argv=None):
         super().initialize(argv)
+        if self.generate_config:
+            return
         if os.path.exists(self.config_file):
             self.load_config_file(self.config_file)
-            self.update_config(self.cli_config)
+            self.update_config(self.cli_config)  # the command line wins
 
     def start(self):
+        if self.generate_config:
+            self.write_config_file()
+            return
         if self.workers <= 1:
             run_worker(self.config, self.burst)
             return
+        self.run_pool()
+
+    def write_config_file(self) -> None:
+        """Write every setting, commented; never over an existing file (a site's config)."""
+        if os.path.exists(self.config_file):
+            self.log.error("%s exists: not overwritten (choose another with --config)",
+                           self.config_file)
+            self.exit(1)
+        with open(self.config_file, "w") as f:
+            f.write(self.generate_config_file())
+        print(f"wrote {self.config_file}")
+
+    def run_pool(self) -> None:
+        """`workers` worker processes; SIGTERM/SIGINT are passed on to each."""
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=run_worker, args=(self.config, self.burst),
                              name=f"hpcbridge-worker-{i}") for i in range(self.workers)]

@@ -28,6 +28,7 @@ class Runtime:
         self.store = Store(site.db_url)
         self.redis = connect_redis(site)
         self.hpcs = site.hpc_configs()
+        self.handler_classes = site.handler_registry()  # the built-ins and the site's own
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="hpcbridge-io", daemon=True)
         self._thread.start()
@@ -35,7 +36,7 @@ class Runtime:
             hpc_id: self.run(self._create(cfg)) for hpc_id, cfg in self.hpcs.items()}
 
     async def _create(self, cfg):  # pools are made inside the loop that will use them
-        return create_handler(cfg)
+        return create_handler(cfg, registry=self.handler_classes)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
