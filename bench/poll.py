@@ -107,6 +107,58 @@ def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
     return max(0.0, my - b * mx), max(0.0, b)
 
 
+def run_real(stack_path: str, cfg: dict, run: str, sizes: list[int], cycles: int,
+             tmp: str) -> list[dict]:
+    """One child per real size, with that many held jobs in Slurm (all cancelled after)."""
+    from hpcbridge.connectors.config import HPCConfig
+    from hpcbridge.connectors.pool import ConnectorPool
+
+    loop = asyncio.new_event_loop()
+    pool = ConnectorPool(HPCConfig(**cfg))
+    ids: list[str] = []
+    results = []
+    try:
+        for n in sizes:
+            t0 = time.monotonic()
+            ids += loop.run_until_complete(submit_held(pool, run, len(ids), n - len(ids)))
+            print(f"# {n} held jobs in Slurm ({time.monotonic() - t0:.1f} s to submit)",
+                  file=sys.stderr, flush=True)
+            id_file = os.path.join(tmp, f"ids-{n}.json")
+            Path(id_file).write_text(json.dumps(ids[:n]))
+            results.append(run_child(["real", stack_path, run, str(n), str(cycles),
+                                      id_file, os.path.join(tmp, "squeue.txt")]))
+    finally:
+        loop.run_until_complete(cancel_all(pool, ids))
+        loop.run_until_complete(pool.run(["rm", "-rf", f"hpcbridge-bench/{run}"]))
+        loop.run_until_complete(pool.close())
+    return results
+
+
+def run_synthetic(stack_path: str, run: str, real: list[dict], synthetic: list[int],
+                  cycles: int, tmp: str) -> list[dict]:
+    """One child per synthetic size, its command times modelled on the real runs."""
+    a, b = fit_line([(r["n"], r["ours"]["squeue_seconds"]) for r in real])
+    largest = max(r["n"] for r in real)
+    per_command = max(r["baseline"]["seconds"] / r["baseline"]["commands"] for r in real
+                      if r["n"] == largest)
+    return [run_child(["synthetic", stack_path, run, str(n), str(cycles),
+                       os.path.join(tmp, "squeue.txt"), repr(a), repr(b), repr(per_command)])
+            for n in synthetic]
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"{'jobs':>6} {'mode':>9} | {'ours: cmds/cycle':>16} {'cycle s':>8} {'cpu s':>6} "
+          f"{'RSS MB':>7} | {'baseline: cmds':>14} {'cycle s':>8} | {'cmd ratio':>9} "
+          f"{'time ratio':>10}")
+    for r in results:
+        o, bl = r["ours"], r["baseline"]
+        print(f"{r['n']:>6} {r['mode']:>9} | {o['commands_per_cycle']:>16} "
+              f"{o['cycle_seconds']:>8.3f} {o['cpu_seconds']:>6.3f} {o['rss_mb']:>7.1f} | "
+              f"{bl['commands']:>14} {bl['seconds']:>8.3f} | "
+              f"{bl['commands'] / max(1, o['commands_per_cycle']):>9.0f} "
+              f"{bl['seconds'] / max(1e-9, o['cycle_seconds']):>10.1f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,100,1000")
@@ -118,52 +170,13 @@ def main() -> int:
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     synthetic = sorted(int(s) for s in args.synthetic.split(",") if s and int(s))
     run = uuid.uuid4().hex[:8]
-    cfg = hpc_config(stack, run)
-
-    from hpcbridge.connectors.config import HPCConfig
-    from hpcbridge.connectors.pool import ConnectorPool
-
-    loop = asyncio.new_event_loop()
-    pool = ConnectorPool(HPCConfig(**cfg))
-    ids: list[str] = []
-    results = []
     tmp = tempfile.mkdtemp(prefix="hpcbridge-bench-poll-")
     started = time.monotonic()
-    try:
-        for n in sizes:
-            t0 = time.monotonic()
-            ids += loop.run_until_complete(submit_held(pool, run, len(ids), n - len(ids)))
-            print(f"# {n} held jobs in Slurm ({time.monotonic() - t0:.1f} s to submit)",
-                  file=sys.stderr, flush=True)
-            id_file = os.path.join(tmp, f"ids-{n}.json")
-            Path(id_file).write_text(json.dumps(ids[:n]))
-            results.append(run_child(["real", args.stack, run, str(n), str(args.cycles),
-                                      id_file, os.path.join(tmp, "squeue.txt")]))
-    finally:
-        loop.run_until_complete(cancel_all(pool, ids))
-        loop.run_until_complete(pool.run(["rm", "-rf", f"hpcbridge-bench/{run}"]))
-        loop.run_until_complete(pool.close())
+    results = run_real(args.stack, hpc_config(stack, run), run, sizes, args.cycles, tmp)
     if synthetic and results:
-        # model the commands' times on the real runs
-        a, b = fit_line([(r["n"], r["ours"]["squeue_seconds"]) for r in results])
-        per_command = max(r["baseline"]["seconds"] / r["baseline"]["commands"] for r in results
-                          if r["n"] == max(sizes))
-        for n in synthetic:
-            results.append(run_child(["synthetic", args.stack, run, str(n), str(args.cycles),
-                                      os.path.join(tmp, "squeue.txt"), repr(a), repr(b),
-                                      repr(per_command)]))
+        results += run_synthetic(args.stack, run, results, synthetic, args.cycles, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
-
-    print(f"{'jobs':>6} {'mode':>9} | {'ours: cmds/cycle':>16} {'cycle s':>8} {'cpu s':>6} "
-          f"{'RSS MB':>7} | {'baseline: cmds':>14} {'cycle s':>8} | {'cmd ratio':>9} "
-          f"{'time ratio':>10}")
-    for r in results:
-        o, bl = r["ours"], r["baseline"]
-        print(f"{r['n']:>6} {r['mode']:>9} | {o['commands_per_cycle']:>16} "
-              f"{o['cycle_seconds']:>8.3f} {o['cpu_seconds']:>6.3f} {o['rss_mb']:>7.1f} | "
-              f"{bl['commands']:>14} {bl['seconds']:>8.3f} | "
-              f"{bl['commands'] / max(1, o['commands_per_cycle']):>9.0f} "
-              f"{bl['seconds'] / max(1e-9, o['cycle_seconds']):>10.1f}")
+    print_table(results)
     summary = {
         "benchmark": "poll",
         "runtime_seconds": round(time.monotonic() - started, 1),
@@ -178,17 +191,19 @@ def main() -> int:
 def add_jobs(store, scheduler_ids: list[str]) -> None:
     """N jobs in `submitted` as the maintainer leaves them (bulk insert: a benchmark fixture;
     the maintainer itself writes only through the store's methods)."""
-    from hpcbridge.server.models import Event, Job, utcnow
+    from hpcbridge.clock import utcnow
+    from hpcbridge.lifecycle import JobStatus
+    from hpcbridge.server.models import Event, Job
     now = utcnow()
     with store.session() as s:
         for k in range(0, len(scheduler_ids), 2000):
             jobs = [Job(id=uuid.uuid4().hex, user=f"user{i % 7}", app="hello", hpc="slurm",
-                        status="submitted", scheduler_id=sid, params={}, resources={},
+                        status=JobStatus.SUBMITTED.value, scheduler_id=sid, params={}, resources={},
                         created_at=now, queued_at=now, submitted_at=now, updated_at=now)
                     for i, sid in enumerate(scheduler_ids[k:k + 2000], start=k)]
             s.add_all(jobs)
             s.flush()
-            s.add_all([Event(job_id=j.id, time=now, type="submitted", message="bench")
+            s.add_all([Event(job_id=j.id, time=now, type=JobStatus.SUBMITTED.value, message="bench")
                        for j in jobs])
             s.commit()
 
@@ -239,26 +254,71 @@ async def per_job_poll(transport, ids: list[str]) -> None:
     await asyncio.gather(*(one(i) for i in ids))
 
 
-def child(argv: list[str]) -> int:
-    mode, stack_path, run, n, cycles = argv[:5]
-    n, cycles = int(n), int(cycles)
-    stack = json.loads(Path(stack_path).read_text())
+def make_runtime(stack: dict, run: str, n: int):
+    """A maintainer Runtime for the bench HPC, on a fresh data dir; (runtime, data dir)."""
     from traitlets.config import Config
 
     from hpcbridge.config import Site
-    from hpcbridge.connectors.handlers import SlurmHandler
-    from hpcbridge.maintainer.poller import Poller
     from hpcbridge.maintainer.runtime import Runtime
 
-    cfg = hpc_config(stack, run)
     data = tempfile.mkdtemp(prefix=f"hpcbridge-bench-{n}-")
     c = Config()
     c.Site.data_dir = data
     c.Site.redis_url = stack["redis_url"]
-    c.Site.hpcs = [cfg]
+    c.Site.hpcs = [hpc_config(stack, run)]
     c.Site.apps = []
     c.Site.queue_prefix = f"hpcbridge-bench-{run}-{n}"
-    rt = Runtime(Site(config=c))
+    return Runtime(Site(config=c)), data
+
+
+def measure_ours(rt, poller, hpc, handler, n: int, cycles: int) -> dict:
+    """The real poll cycle `cycles` times over N jobs: its commands, time, CPU and RSS."""
+    squeue_seconds = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        rt.run(handler.transport.run(["squeue", "-h", "-u", hpc.user, "-o", SQUEUE_FORMAT]))
+        squeue_seconds.append(time.perf_counter() - t0)
+    stats = []
+    cpu0 = time.process_time()
+    for _ in range(cycles):
+        poller.cycle(hpc)
+        stats.append(poller.last_stats)
+    cpu = (time.process_time() - cpu0) / cycles
+    rss, peak = rss_mb()
+    assert all(s["watched"] == n for s in stats), stats
+    return {
+        "commands_per_cycle": max(sum(s["commands"].values()) for s in stats),
+        "commands": stats[-1]["commands"],
+        "cycle_seconds": round(sorted(s["seconds"] for s in stats)[len(stats) // 2], 4),
+        "cpu_seconds": round(cpu, 4),
+        "squeue_seconds": round(min(squeue_seconds), 4),
+        "rss_mb": rss, "peak_rss_mb": peak,
+    }
+
+
+def measure_baseline(rt, handler, ids: list[str], cycles: int, modelled: bool) -> dict:
+    """Per-job polling of the same ids through the same pool."""
+    before = handler.transport.commands.total
+    times = []
+    for _ in range(max(1, min(cycles, 2))):
+        t0 = time.perf_counter()
+        rt.run(per_job_poll(handler.transport, ids))
+        times.append(time.perf_counter() - t0)
+    sent = (handler.transport.commands.total - before) // len(times)
+    # modelled: each command as long as one took in the real run's pool
+    seconds = sent * handler.transport.per_command if modelled else min(times)
+    return {"commands": sent, "seconds": round(seconds, 4),
+            "cycles_per_minute_under_default_cap": round(DEFAULT_CAP / max(1, sent), 2)}
+
+
+def child(argv: list[str]) -> int:
+    mode, stack_path, run, n, cycles = argv[:5]
+    n, cycles = int(n), int(cycles)
+    stack = json.loads(Path(stack_path).read_text())
+    from hpcbridge.connectors.handlers import SlurmHandler
+    from hpcbridge.maintainer.poller import Poller
+
+    rt, data = make_runtime(stack, run, n)
     if mode == "real":
         ids = json.loads(Path(argv[5]).read_text())
         squeue_file = argv[6]
@@ -268,8 +328,7 @@ def child(argv: list[str]) -> int:
         line = Path(squeue_file).read_text().splitlines()[0]
         transport = ReplayTransport(line, ids, a, b, per_command)
         rt.handlers["slurm"] = SlurmHandler(rt.hpcs["slurm"], transport)
-    handler = rt.handlers["slurm"]
-    hpc = rt.hpcs["slurm"]
+    handler, hpc = rt.handlers["slurm"], rt.hpcs["slurm"]
     add_jobs(rt.store, ids)
     poller = Poller(rt, threading.Event())
     try:
@@ -277,40 +336,8 @@ def child(argv: list[str]) -> int:
         if mode == "real":  # record one squeue answer for the synthetic sizes
             r = rt.run(handler.transport.run(["squeue", "-h", "-j", ids[0], "-o", SQUEUE_FORMAT]))
             Path(squeue_file).write_text(r.stdout)
-        squeue_seconds = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            rt.run(handler.transport.run(["squeue", "-h", "-u", hpc.user, "-o", SQUEUE_FORMAT]))
-            squeue_seconds.append(time.perf_counter() - t0)
-        stats = []
-        cpu0 = time.process_time()
-        for _ in range(cycles):
-            poller.cycle(hpc)
-            stats.append(poller.last_stats)
-        cpu = (time.process_time() - cpu0) / cycles
-        rss, peak = rss_mb()
-        assert all(s["watched"] == n for s in stats), stats
-        commands = [sum(s["commands"].values()) for s in stats]
-        ours = {
-            "commands_per_cycle": max(commands),
-            "commands": stats[-1]["commands"],
-            "cycle_seconds": round(sorted(s["seconds"] for s in stats)[len(stats) // 2], 4),
-            "cpu_seconds": round(cpu, 4),
-            "squeue_seconds": round(min(squeue_seconds), 4),
-            "rss_mb": rss, "peak_rss_mb": peak,
-        }
-        before = handler.transport.commands.total
-        times = []
-        for _ in range(max(1, min(cycles, 2))):
-            t0 = time.perf_counter()
-            rt.run(per_job_poll(handler.transport, ids))
-            times.append(time.perf_counter() - t0)
-        sent = (handler.transport.commands.total - before) // len(times)
-        seconds = min(times)
-        if mode != "real":  # each command as long as one took in the real run's pool
-            seconds = sent * handler.transport.per_command
-        baseline = {"commands": sent, "seconds": round(seconds, 4),
-                    "cycles_per_minute_under_default_cap": round(DEFAULT_CAP / max(1, sent), 2)}
+        ours = measure_ours(rt, poller, hpc, handler, n, cycles)
+        baseline = measure_baseline(rt, handler, ids, cycles, modelled=mode != "real")
         print(json.dumps({"n": n, "mode": mode, "ours": ours, "baseline": baseline,
                           "modelled_times": mode != "real"}))
     finally:
