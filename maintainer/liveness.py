@@ -14,11 +14,17 @@ from hpcbridge.clock import aware, utcnow
 log = logging.getLogger("hpcbridge.maintainer")
 
 
+def is_alive(heartbeat_at: dt.datetime, worker_timeout: float,
+             now: dt.datetime | None = None) -> bool:
+    """The rule: a worker is alive while its last heartbeat is younger than worker_timeout."""
+    return (now or utcnow()) - aware(heartbeat_at) < dt.timedelta(seconds=worker_timeout)
+
+
 def alive_workers(rt) -> set[str]:
-    """Ids of the workers whose heartbeat is younger than worker_timeout (and this one)."""
-    timeout = dt.timedelta(seconds=rt.site.worker_timeout)
+    """Ids of the workers that are alive (is_alive), and this one."""
     now = utcnow()
-    alive = {w.id for w in rt.store.workers() if now - aware(w.heartbeat_at) < timeout}
+    alive = {w.id for w in rt.store.workers()
+             if is_alive(w.heartbeat_at, rt.site.worker_timeout, now)}
     alive.add(rt.worker_id)
     return alive
 
