@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpcbridge.errors import ERROR_CODES
+from hpcbridge.manifest import field_errors
 
 
 class APIError(Exception):
@@ -56,7 +57,5 @@ class Unavailable(APIError):
 
 def from_pydantic(exc, prefix: tuple = ()) -> ValidationFailed:
     """A pydantic ValidationError as a 422 with field paths."""
-    details = [{"loc": [*prefix, *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-    first = details[0] if details else {"loc": [], "msg": "invalid"}
-    where = ".".join(str(p) for p in first["loc"])
-    return ValidationFailed(f"{where}: {first['msg']}" if where else first["msg"], details)
+    error = field_errors(exc, prefix)
+    return ValidationFailed(error.message, error.details)

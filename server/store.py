@@ -235,14 +235,26 @@ class Store:
             quota = s.get(Quota, user)
         return quota or Quota(user=user, limit_seconds=default_limit, used_seconds=0)
 
+    def _upsert(self, s: Session, model, key: dict[str, Any], insert: dict[str, Any],
+                update_values: dict[str, Any]) -> None:
+        """Create the row of `key` if missing, then update it: one atomic statement pair that
+        concurrent writers cannot lose (a read-modify-write on PostgreSQL would)."""
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as insert_stmt
+        else:
+            from sqlalchemy.dialects.sqlite import insert as insert_stmt
+        s.exec(insert_stmt(model).values(**key, **insert).on_conflict_do_nothing())
+        if update_values:
+            where = [getattr(model, k) == v for k, v in key.items()]
+            s.exec(update(model).where(*where).values(**update_values))
+
     def set_quota(self, user: str, limit_seconds: float | None) -> Quota:
         with self.session() as s:
-            quota = s.get(Quota, user) or Quota(user=user)
-            quota.limit_seconds = limit_seconds
-            s.add(quota)
+            self._upsert(s, Quota, {"user": user}, {"used_seconds": 0},
+                         {"limit_seconds": limit_seconds})
             s.commit()
-            s.refresh(quota)
-        return quota
+            return s.get(Quota, user)
 
     def charge(self, job_id: str, seconds: float, default_limit: float | None = None) -> bool:
         """Charge a finished job's compute time to its user, once."""
@@ -253,9 +265,9 @@ class Store:
                 s.rollback()
                 return False
             user = s.get(Job, job_id).user
-            quota = s.get(Quota, user) or Quota(user=user, limit_seconds=default_limit)
-            quota.used_seconds = (quota.used_seconds or 0) + seconds
-            s.add(quota)
+            self._upsert(s, Quota, {"user": user},
+                         {"limit_seconds": default_limit, "used_seconds": 0},
+                         {"used_seconds": func.coalesce(Quota.used_seconds, 0) + seconds})
             s.commit()
         return True
 
@@ -266,18 +278,16 @@ class Store:
 
     def set_hpc_state(self, hpc: str, **fields) -> None:
         with self.session() as s:
-            state = s.get(HPCState, hpc) or HPCState(id=hpc)
-            for key, value in fields.items():
-                setattr(state, key, value)
-            s.add(state)
+            self._upsert(s, HPCState, {"id": hpc}, {"draining": False}, fields)
             s.commit()
 
     def heartbeat(self, worker_id: str, host: str, pid: int, leases: list[str]) -> None:
+        now = utcnow()
         with self.session() as s:
-            worker = s.get(Worker, worker_id) or Worker(id=worker_id, host=host, pid=pid)
-            worker.heartbeat_at = utcnow()
-            worker.leases = list(leases)
-            s.add(worker)
+            self._upsert(s, Worker, {"id": worker_id},
+                         {"host": host, "pid": pid, "started_at": now, "heartbeat_at": now,
+                          "leases": []},
+                         {"heartbeat_at": now, "leases": list(leases)})
             s.commit()
 
     def remove_worker(self, worker_id: str) -> None:
