@@ -73,6 +73,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "internal_error": ErrorCode(500, HPCBridgeError),
     "bad_gateway": ErrorCode(502, Unavailable),
     "unavailable": ErrorCode(503, Unavailable),
+    "middleware_unreachable": ErrorCode(503, Unavailable),
     "gateway_timeout": ErrorCode(504, Unavailable),
 }
 # the code of an error that carries only an HTTP status (e.g. tornado's own 404)

@@ -6,10 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hpcbridge.lifecycle import FINAL, STATUSES, StatusLiteral
-
-# hpcbridge/client.py reads this; the statuses themselves live in hpcbridge.lifecycle
-FINAL_STATUSES = tuple(s for s in STATUSES if s in FINAL)
+from hpcbridge.lifecycle import StatusLiteral
 
 
 class Model(BaseModel):

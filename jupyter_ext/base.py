@@ -38,8 +38,7 @@ class BaseHandler(ExtensionHandlerMixin, JupyterHandler):
 
     def write_unreachable(self, error) -> None:
         self.write_json_error(UNREACHABLE, f"hpcbridge middleware unreachable at "
-                                           f"{self.extensionapp.middleware_url}: {error}",
-                              status=503)
+                                           f"{self.extensionapp.middleware_url}: {error}")
 
     def upstream(self, path: str, method: str = "GET", **kwargs) -> httpclient.HTTPRequest:
         app = self.extensionapp
