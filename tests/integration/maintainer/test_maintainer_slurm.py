@@ -1,9 +1,6 @@
 """The maintainer against the real stack: the middleware and the maintainer pool as
 processes (tests/services.py), JupyterHub tokens, Redis, Slurm with accounting behind sshd.
-
-Other suites share the same Slurm: every test has its own work root and Redis prefix, and
-only ever looks at (or cancels) Slurm jobs named after its own hpcbridge jobs.
-"""
+Fixtures: conftest.py; helpers: maintainer_support.py."""
 from __future__ import annotations
 
 import json
@@ -11,164 +8,26 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 
-import httpx
 import pytest
-from services import Services, remove_remote, slurm_hpc, wait_for_sshd
+import redis
+from maintainer_support import (
+    FINAL,
+    LIFECYCLE,
+    add_app,
+    cycle_stats,
+    event_time,
+    event_types,
+    remote,
+    slurm_jobs_of,
+    squeue_names,
+    stamp,
+    submit,
+    token,
+    wait_all,
+)
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(600)]
-
-LIFECYCLE = ["queued", "staging", "staged", "submitted", "running", "finishing", "results"]
-FINAL = ("succeeded", "failed", "cancelled")
-SLURM_FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-               "PREEMPTED", "BOOT_FAIL", "DEADLINE")
-
-
-# --- the login node ---------------------------------------------------------------------------
-def remote(stack: dict, command: str, timeout: float = 60) -> str:
-    """Run a shell command on the login node as hpcuser (the ssh client, its own connection)."""
-    s = stack["ssh"]
-    argv = ["ssh", "-p", str(s["port"]), "-i", s["key"], "-o", f"UserKnownHostsFile={s['known_hosts']}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-            f"{s['user']}@{s['host']}", command]
-    for attempt in range(5):  # another suite restarts sshd now and then
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        if result.returncode != 255:
-            if result.returncode != 0:
-                raise AssertionError(f"{command!r} failed: {result.stderr}")
-            return result.stdout
-        time.sleep(1 + attempt)
-    raise AssertionError(f"ssh failed: {result.stderr}")
-
-
-def slurm_since(start: float) -> str:
-    return datetime.fromtimestamp(start - 60).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def sacct_by_name(stack: dict, start: float) -> dict[str, list[str]]:
-    """Job name → the states of every Slurm job of that name since `start` (accounting)."""
-    out = remote(stack, f"sacct -X -n -P -S {slurm_since(start)} --format=JobName,State")
-    found: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        name, _, state = line.partition("|")
-        found.setdefault(name, []).append(state)
-    return found
-
-
-def slurm_jobs_of(stack: dict, start: float, ids, ran=None,
-                  settle: float = 90) -> dict[str, list[str]]:
-    """The Slurm jobs (states) of each of `ids`, once accounting shows every job of `ran`
-    (default: all ids) and shows them all as ended (it lags the controller by seconds)."""
-    names = {f"hpcbridge-{i}": i for i in ids}
-    ran = set(ids if ran is None else ran)
-    deadline = time.monotonic() + settle
-    while True:
-        found = sacct_by_name(stack, start)
-        ours = {names[n]: states for n, states in found.items() if n in names}
-        settled = ran <= set(ours) and all(
-            s.startswith(SLURM_FINAL) for states in ours.values() for s in states)
-        if settled or time.monotonic() > deadline:
-            return {i: ours.get(i, []) for i in ids}
-        time.sleep(2)
-
-
-def squeue_names(stack: dict) -> list[str]:
-    return remote(stack, "squeue -h -o %j").split()
-
-
-# --- services -----------------------------------------------------------------------------------
-@pytest.fixture
-def slurm_services(tmp_path, stack, redis_url, hub, request):
-    """A factory: Services with a Slurm HPC of the stack, stopped and cleaned up after."""
-    wait_for_sshd(stack)  # another suite restarts sshd now and then
-    request.getfixturevalue("ssh_target")
-    started: list[Services] = []
-
-    def make(capacity=4, workers=2, maintainer=True, extra_hpcs=(), **hpc) -> Services:
-        svc = Services(str(tmp_path / f"s{len(started)}"), stack, workers=workers, auth="hub")
-        svc.hpcs = [slurm_hpc(stack, svc.run_id, capacity=capacity, **hpc), *extra_hpcs]
-        started.append(svc)
-        return svc.start(maintainer=maintainer)
-
-    yield make
-    for svc in started:
-        try:
-            cancel_leftovers(svc, stack)
-        finally:
-            svc.stop()
-            remove_remote(stack, f"hpcbridge-it/{svc.run_id}")
-
-
-def cancel_leftovers(svc: Services, stack: dict) -> None:
-    """scancel the Slurm jobs of this test's hpcbridge jobs that still run (never others')."""
-    try:
-        admin = svc.client(stack["hub"]["tokens"]["admin"])
-        jobs = admin.get("admin/jobs", params={"limit": 1000}).json()["jobs"]
-    except (httpx.HTTPError, KeyError, ValueError):
-        return
-    ours = {f"hpcbridge-{j['id']}" for j in jobs}
-    ids = [line.split()[0] for line in remote(stack, "squeue -h -o '%i %j'").splitlines()
-           if len(line.split()) == 2 and line.split()[1] in ours]
-    if ids:
-        remote(stack, "scancel " + " ".join(ids))
-
-
-def token(stack, user):
-    return stack["hub"]["tokens"][user]
-
-
-def make_app(tmp_path, name: str, command: str, hpcs=("slurm",), **manifest) -> str:
-    folder = tmp_path / "apps" / name
-    folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps({
-        "name": name, "execution_stage": command, "supported_hpc": list(hpcs),
-        "slurm_input_rules": {"time": {"min": 1, "max": 10, "default_value": 2},
-                              "cpus": {"min": 1, "max": 8, "default_value": 1}},
-        **manifest}))
-    return str(folder)
-
-
-def register(svc: Services, stack, folder: str) -> str:
-    r = svc.client(token(stack, "admin")).post("apps", json={"source": folder})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def submit(http: httpx.Client, app: str, hpc="slurm", resources=None, **params) -> str:
-    r = http.post("jobs", json={"app": app, "hpc": hpc, "params": params,
-                                "resources": resources or {}})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def event_types(http, job_id) -> list[str]:
-    return [e["type"] for e in http.get(f"jobs/{job_id}/events").json()]
-
-
-def wait_all(svc, http, ids, timeout=300) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    return {j: svc.wait_job(http, j, timeout=max(1, deadline - time.monotonic())) for j in ids}
-
-
-def stats(svc: Services, redis_url: str, hpc: str = "slurm") -> tuple[dict, list[dict]]:
-    import redis
-    r = redis.Redis.from_url(redis_url)
-    key = f"hpcbridge-test-{svc.run_id}:stats:{hpc}"
-    totals = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
-    cycles = [json.loads(c) for c in r.lrange(f"{key}:cycles", 0, -1)]
-    return totals, cycles
-
-
-def stamp(job: dict, field: str) -> float:
-    return datetime.fromisoformat(job[field]).timestamp()
-
-
-def event_time(http, job_id: str, type_: str) -> float:
-    for e in http.get(f"jobs/{job_id}/events").json():
-        if e["type"] == type_:
-            return datetime.fromisoformat(e["time"]).timestamp()
-    raise AssertionError(f"job {job_id} has no {type_} event")
 
 
 # --- tests ------------------------------------------------------------------------------------
@@ -193,7 +52,7 @@ def test_hundred_jobs_end_to_end_with_one_squeue_per_cycle(slurm_services, stack
     assert zipped.status_code == 200 and zipped.content[:2] == b"PK"
 
     # the scale rule, counted on the real SSH commands of each poll cycle
-    totals, cycles = stats(svc, redis_url)
+    totals, cycles = cycle_stats(svc, redis.Redis.from_url(redis_url), "slurm")
     watched = [c for c in cycles if c["watched"]]
     assert len(watched) >= 5, totals
     assert max(c["watched"] for c in watched) >= 10  # many jobs shared one squeue
@@ -216,8 +75,8 @@ def test_hundred_jobs_end_to_end_with_one_squeue_per_cycle(slurm_services, stack
 
 def test_exit_code_and_time_limit_end_as_failed(slurm_services, stack, tmp_path):
     svc = slurm_services(capacity=4)
-    fail = register(svc, stack, make_app(tmp_path, "exit3", "echo failing >&2\nexit 3"))
-    slow = register(svc, stack, make_app(tmp_path, "slow", "echo started\nsleep 120"))
+    fail = add_app(svc, stack, tmp_path, "exit3", "echo failing >&2\nexit 3")
+    slow = add_app(svc, stack, tmp_path, "slow", "echo started\nsleep 120")
     http = svc.client(token(stack, "alice"))
     timeout_id = submit(http, slow, resources={"time": 1})  # started first: ≈ 70 s
     fail_id = submit(http, fail)
@@ -241,7 +100,7 @@ def test_exit_code_and_time_limit_end_as_failed(slurm_services, stack, tmp_path)
 def test_cancel_queued_pending_and_running(slurm_services, stack, tmp_path):
     start = time.time()
     svc = slurm_services(capacity=2)
-    sleeper = register(svc, stack, make_app(tmp_path, "sleeper", "echo up\nsleep 300"))
+    sleeper = add_app(svc, stack, tmp_path, "sleeper", "echo up\nsleep 300")
     http = svc.client(token(stack, "bob"))
 
     running = submit(http, sleeper)  # holds one CPU
@@ -316,7 +175,7 @@ class SlurmSampler(threading.Thread):
 
 def test_capacity_and_fair_order_between_users(slurm_services, stack, tmp_path):
     svc = slurm_services(capacity=4, workers=2)
-    short = register(svc, stack, make_app(tmp_path, "short", "sleep 3"))
+    short = add_app(svc, stack, tmp_path, "short", "sleep 3")
     alice, bob = svc.client(token(stack, "alice")), svc.client(token(stack, "bob"))
     sampler = SlurmSampler(stack)
     sampler.start()

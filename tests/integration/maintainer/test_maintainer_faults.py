@@ -1,5 +1,6 @@
 """Faults against the real stack: a worker killed with SIGKILL mid-submission, an HPC that
-cannot be reached, and an rq job lost from Redis. Helpers: test_maintainer.py."""
+cannot be reached, an rq job lost from Redis, an app whose stored manifest no longer
+parses. Fixtures: conftest.py; helpers: maintainer_support.py."""
 from __future__ import annotations
 
 import signal
@@ -8,20 +9,19 @@ from collections import Counter
 
 import pytest
 import redis
-import test_maintainer
-from services import free_port, slurm_hpc
-from test_maintainer import (
+from maintainer_support import (
+    add_app,
     event_types,
-    make_app,
-    register,
     slurm_jobs_of,
     submit,
     token,
     wait_all,
 )
+from services import free_port, slurm_hpc
+
+from hpcbridge.server.store import Store
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(600)]
-slurm_services = test_maintainer.slurm_services  # the fixture, shared
 
 
 def test_worker_killed_mid_submissions_is_taken_over(slurm_services, stack, redis_url):
@@ -70,8 +70,7 @@ def test_unreachable_hpc_keeps_jobs_waiting_not_failed(slurm_services, stack, tm
     dead = slurm_hpc(stack, "dead", id="dead", name="Unreachable", port=dead_port,
                      connect_timeout=2, connect_retries=2)
     svc = slurm_services(capacity=4, extra_hpcs=[dead])
-    app = register(svc, stack, make_app(tmp_path, "both", "echo hi > result/hi",
-                                        hpcs=("slurm", "dead")))
+    app = add_app(svc, stack, tmp_path, "both", "echo hi > result/hi", hpcs=("slurm", "dead"))
     http = svc.client(token(stack, "alice"))
     waiting = [submit(http, app, hpc="dead") for _ in range(3)]
     alive = submit(http, app, hpc="slurm")
@@ -112,3 +111,30 @@ def test_rq_job_lost_from_redis_is_recreated_from_the_store(slurm_services, stac
     svc.start_maintainer()
     jobs = wait_all(svc, http, ids, timeout=120)
     assert {j["status"] for j in jobs.values()} == {"succeeded"}
+
+
+def test_a_job_whose_stored_manifest_no_longer_parses_ends_failed(slurm_services, stack,
+                                                                    tmp_path):
+    """The app's manifest was valid when the job was submitted and broke before a worker
+    staged it (an older rule set, an edited database): the job fails with the reason and
+    never reaches Slurm."""
+    start = time.time()
+    svc = slurm_services(capacity=4, maintainer=False)
+    app = add_app(svc, stack, tmp_path, "breaks", "echo hi > result/hi")
+    http = svc.client(token(stack, "alice"))
+    broken, sound = submit(http, app), submit(http, "hello", lines=1, delay=0)
+    store = Store(f"sqlite:///{svc.data_dir}/hpcbridge.db", create=False)
+    row = store.get_app(app)  # what a stored manifest may hold that today's rules refuse
+    row.manifest = {**row.manifest, "slurm_input_rules": {"walltime": {"min": 1}}}
+    store.put_app(row)
+    svc.start_maintainer()
+    jobs = wait_all(svc, http, [broken, sound], timeout=180)
+    assert jobs[sound]["status"] == "succeeded", jobs[sound]
+    assert jobs[broken]["status"] == "failed", jobs[broken]
+    assert jobs[broken]["message"] == (f"the manifest of app {app} is no longer valid: "
+                                       "unknown slurm_input_rules ['walltime']; known: "
+                                       "['time', 'cpus', 'memory', 'gpus', 'partition']")
+    types = event_types(http, broken)
+    assert types == ["queued", "staging", "failed"], types
+    assert slurm_jobs_of(stack, start, [broken], ran=[], settle=0)[broken] == []
+
