@@ -36,7 +36,11 @@ class HPCConfig(BaseModel):
     connections: int = Field(2, ge=1, le=16)
     channels_per_connection: int = Field(8, ge=1, le=64)
     connect_timeout: float = 10.0
-    command_timeout: float = 120.0
+    command_timeout: float = Field(120.0, gt=0, description=(
+        "deadline of one remote command, and of the wait for a free SSH channel"))
+    sftp_timeout: float = Field(60.0, gt=0, description=(
+        "deadline of one SFTP operation (stat, open, read, write, list), and the longest a "
+        "file transfer may go without progress"))
     keepalive_interval: float = 30.0
     connect_retries: int = Field(4, ge=1)
     commands_per_minute: int = Field(6000, ge=1)

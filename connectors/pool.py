@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import random
 import shlex
@@ -27,11 +26,15 @@ from tenacity import (
 )
 
 from .config import HPCConfig
+from .deadline import within
 from .errors import (
     AuthenticationFailed,
     CommandInterrupted,
+    ConnectorError,
     HostKeyError,
     HPCUnavailable,
+    RemoteTimeout,
+    classify,
 )
 from .sftp import SFTPFiles
 from .transport import CommandCounter, CommandResult
@@ -121,12 +124,13 @@ class ConnectorPool(SFTPFiles):
         except (asyncssh.KeyImportError, OSError) as exc:
             raise AuthenticationFailed(f"key file {cfg.key_file} for {cfg.id}: {exc}") from exc
         try:
-            conn = await asyncssh.connect(
+            conn = await within(asyncssh.connect(
                 cfg.host, port=cfg.port, username=cfg.user or None,
                 client_keys=client_keys, known_hosts=cfg.known_hosts or (),
                 connect_timeout=cfg.connect_timeout, keepalive_interval=cfg.keepalive_interval,
                 keepalive_count_max=3, agent_path=None, password=None,
-                preferred_auth="publickey", config=None)
+                preferred_auth="publickey", config=None),
+                cfg.connect_timeout + 1, f"{cfg.id}: connect")  # a backstop to asyncssh's
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyError(
                 f"host key of {cfg.host}:{cfg.port} ({cfg.id}) is not in known_hosts "
@@ -153,11 +157,11 @@ class ConnectorPool(SFTPFiles):
                         stop=stop_after_attempt(self.config.connect_retries),
                         wait=wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.5),
                         retry=retry_if_exception_type((OSError, asyncio.TimeoutError,
-                                                       asyncssh.DisconnectError)),
+                                                       RemoteTimeout, asyncssh.DisconnectError)),
                         reraise=True):
                     with attempt:
                         conn = await self._open()
-            except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+            except (OSError, asyncio.TimeoutError, RemoteTimeout, asyncssh.Error) as exc:
                 message = (f"cannot reach {self.config.id} ({self._describe()}): "
                            f"{exc or type(exc).__name__}")
                 self._down[index] = (time.monotonic() + _DOWN_COOLDOWN, message)
@@ -176,11 +180,32 @@ class ConnectorPool(SFTPFiles):
     async def _channel_slot(self):
         if self._closed:
             raise HPCUnavailable(f"pool for {self.config.id} is closed")
-        index = await self._slots.get()
+        index = await self._take_slot(self.config.command_timeout)
         try:
             yield index
         finally:
             self._slots.put_nowait(index)
+
+    async def _take_slot(self, limit: float) -> int:
+        """A slot token within `limit` seconds, else RemoteTimeout: every channel is held by
+        something that does not end. (Not wait_for: before 3.11 it can drop a token taken
+        just as the deadline passes.)"""
+        getter = asyncio.ensure_future(self._slots.get())
+        taken = False
+        try:
+            await asyncio.wait({getter}, timeout=limit)
+            if getter.done():
+                taken = True
+                return getter.result()
+            raise RemoteTimeout(f"{self.config.id}: no free channel in {limit:g} s")
+        finally:
+            if not taken:
+                getter.cancel()
+                getter.add_done_callback(self._give_back)
+
+    def _give_back(self, getter: asyncio.Future) -> None:
+        if not getter.cancelled() and getter.exception() is None:
+            self._slots.put_nowait(getter.result())
 
     # --- commands -------------------------------------------------------------------
     async def run(self, argv: Sequence[str], stdin: str | None = None,
@@ -193,36 +218,42 @@ class ConnectorPool(SFTPFiles):
         for attempt in range(_OPEN_ATTEMPTS):
             async with self._channel_slot() as index:
                 conn = await self._connection(index)
-                process = None
                 try:
-                    process = await conn.create_process(command, input=stdin)
-                    result = await process.wait(check=False, timeout=limit)
+                    return await self._run_on(index, conn, argv, command, stdin, limit)
                 except asyncssh.ChannelOpenError as exc:
                     refused = exc  # the command never started: safe to try again
                     self._refused(index, conn)
-                except asyncssh.TimeoutError as exc:
-                    _stop(process)
-                    raise CommandInterrupted(
-                        f"{self.config.id}: {argv[0]} timed out after {limit:g} s") from exc
-                except asyncio.CancelledError:
-                    _stop(process)
-                    raise
-                except Exception as exc:
-                    if not _lost(conn, exc):
-                        raise
-                    self._drop(index, conn)
-                    raise CommandInterrupted(
-                        f"{self.config.id}: connection lost during {argv[0]}: {exc}") from exc
-                else:
-                    if result.exit_status is None:  # connection lost mid-command
-                        self._drop(index, conn)
-                        raise CommandInterrupted(
-                            f"{self.config.id}: {argv[0]} was interrupted")
-                    return CommandResult(tuple(argv), result.exit_status,
-                                         _text(result.stdout), _text(result.stderr))
             await asyncio.sleep(_refusal_pause(attempt))  # outside the slot
         raise HPCUnavailable(f"{self.config.id}: sshd refused {_OPEN_ATTEMPTS} channels "
                              f"in a row for {argv[0]}: {refused.reason}")
+
+    async def _run_on(self, index, conn, argv, command, stdin, limit) -> CommandResult:
+        process = None
+        try:
+            process = await asyncio.wait_for(conn.create_process(command, input=stdin), limit)
+            result = await process.wait(check=False, timeout=limit)
+        except asyncssh.ChannelOpenError:
+            raise
+        except (asyncio.TimeoutError, TimeoutError) as exc:  # asyncssh's is one too
+            _stop(process)
+            raise RemoteTimeout(
+                f"{self.config.id}: {argv[0]} timed out after {limit:g} s") from exc
+        except asyncio.CancelledError:
+            _stop(process)
+            raise
+        except Exception as exc:
+            if _lost(conn, exc):
+                self._drop(index, conn)
+                raise CommandInterrupted(
+                    f"{self.config.id}: connection lost during {argv[0]}: {exc}") from exc
+            if isinstance(exc, asyncssh.Error):
+                raise classify(exc, f"{self.config.id}: {argv[0]}") from exc
+            raise
+        if result.exit_status is None:  # connection lost mid-command
+            self._drop(index, conn)
+            raise CommandInterrupted(f"{self.config.id}: {argv[0]} was interrupted")
+        return CommandResult(tuple(argv), result.exit_status,
+                             _text(result.stdout), _text(result.stderr))
 
     def _refused(self, index: int, conn) -> None:
         """A channel was not opened: only a dead connection is dropped (see _OPEN_ATTEMPTS)."""
@@ -233,38 +264,52 @@ class ConnectorPool(SFTPFiles):
     # --- SFTP -----------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def sftp(self):
+        """An SFTP client on a slot of its own. Every error in the block leaves as a
+        ConnectorError (errors.classify); after a deadline or a lost connection the channel
+        is closed, so the next call starts clean."""
         for attempt in range(_OPEN_ATTEMPTS):
             async with self._channel_slot() as index:
                 conn = await self._connection(index)
-                try:
-                    client = await conn.start_sftp_client()
-                except asyncssh.ChannelOpenError as exc:
-                    refused = exc
-                    self._refused(index, conn)
-                except Exception as exc:
-                    if not _lost(conn, exc):
-                        raise
-                    self._drop(index, conn)
-                    raise HPCUnavailable(f"{self.config.id}: {exc}") from exc
-                else:
-                    try:
-                        self.commands.record(["sftp"])
+                client = await self._start_sftp(index, conn)
+                if client is not None:
+                    async with self._lent(index, conn, client):
                         yield client
-                    except asyncssh.SFTPNoSuchFile as exc:
-                        # the same error as LocalTransport's, so callers need not know SFTP
-                        raise FileNotFoundError(
-                            errno.ENOENT, f"{self.config.id}: {exc.reason}") from exc
-                    except Exception as exc:
-                        if not _lost(conn, exc):
-                            raise
-                        self._drop(index, conn)
-                        raise CommandInterrupted(f"{self.config.id}: sftp: {exc}") from exc
-                    finally:
-                        client.exit()
                     return
             await asyncio.sleep(_refusal_pause(attempt))
         raise HPCUnavailable(f"{self.config.id}: sshd refused {_OPEN_ATTEMPTS} SFTP channels "
-                             f"in a row: {refused.reason}")
+                             "in a row")
+
+    async def _start_sftp(self, index, conn):
+        """A new SFTP client, or None when sshd refused the channel (tried again)."""
+        try:
+            return await within(conn.start_sftp_client(), self.config.sftp_timeout,
+                                f"{self.config.id}: starting SFTP")
+        except asyncssh.ChannelOpenError:
+            self._refused(index, conn)
+            return None
+        except Exception as exc:
+            if _lost(conn, exc):
+                self._drop(index, conn)
+            if isinstance(exc, (ConnectorError, asyncssh.Error, ConnectionError)):
+                raise classify(exc, f"{self.config.id}: sftp") from exc
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _lent(self, index, conn, client):
+        self.commands.record(["sftp"])
+        try:
+            yield client
+        except Exception as exc:
+            if isinstance(exc, RemoteTimeout):
+                _abort_sftp(client)  # a request still hangs on the server
+            if _lost(conn, exc):
+                self._drop(index, conn)
+                raise CommandInterrupted(f"{self.config.id}: sftp: {exc}") from exc
+            if isinstance(exc, asyncssh.Error):
+                raise classify(exc, f"{self.config.id}: sftp") from exc
+            raise  # ConnectorErrors already classified; local OSErrors are the caller's
+        finally:
+            client.exit()
 
     async def close(self) -> None:
         self._closed = True
@@ -286,6 +331,18 @@ def _stop(process) -> None:
         process.kill()  # an SSH "signal" request; OpenSSH 9 honours it
     with contextlib.suppress(Exception):
         process.close()
+
+
+def _abort_sftp(client) -> None:
+    """Kill the server side of an SFTP channel a request hangs on (a job's named pipe
+    blocks sftp-server in open(2)): it would hold one of sshd's MaxSessions until then.
+    asyncssh has no public handle on the channel of an SFTP client: best effort."""
+    writer = getattr(getattr(client, "_handler", None), "_writer", None)
+    channel = getattr(writer, "channel", None)
+    with contextlib.suppress(Exception):
+        channel.kill()
+    with contextlib.suppress(Exception):
+        channel.close()
 
 
 def _text(value) -> str:

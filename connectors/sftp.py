@@ -1,15 +1,31 @@
 """The transport's file methods over SFTP, for `ConnectorPool`: every path confined under
-the HPC's work root, which is resolved (`~` expanded, created) once on first use."""
+the HPC's work root, which is resolved (`~` expanded, created) once on first use.
+
+Every SFTP call has a deadline (HPCConfig.sftp_timeout; a transfer: that long without
+progress), as SFTP calls take none of their own. A job's files are only opened when they
+are regular files (lstat first): opening a named pipe blocks until a writer appears.
+"""
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import stat
 
 import asyncssh
 
+from .deadline import while_progressing, within
+from .errors import JobFileError, RemoteFileNotFound, classify
 from .transport import RemoteEntry, Transport, confine
+
+NOT_REGULAR = "not a regular file (a named pipe, device, socket or symlink): not read"
+
+
+def _regular(attrs) -> bool:
+    return stat.S_ISREG(attrs.permissions or 0)
+
+
+def _is_dir(attrs) -> bool:
+    return stat.S_ISDIR(attrs.permissions or 0)
 
 
 class SFTPFiles(Transport):
@@ -18,14 +34,22 @@ class SFTPFiles(Transport):
 
     _work_root_resolved = False
 
+    async def _op(self, aw, what: str):
+        """One SFTP call within HPCConfig.sftp_timeout."""
+        return await within(aw, self.config.sftp_timeout, f"{self.config.id}: sftp {what}")
+
+    async def _transfer(self, start, what: str):
+        return await while_progressing(start, self.config.sftp_timeout,
+                                       f"{self.config.id}: sftp {what}")
+
     async def resolve_work_root(self) -> str:
         if not self._work_root_resolved:
             async with self.sftp() as sftp:
                 root = self.config.work_root
                 if root.startswith("~"):
                     root = root[1:].lstrip("/") or "."
-                await sftp.makedirs(root, exist_ok=True)
-                self.work_root = await sftp.realpath(root)
+                await self._op(sftp.makedirs(root, exist_ok=True), "makedirs")
+                self.work_root = await self._op(sftp.realpath(root), "realpath")
             self._work_root_resolved = True
         return self.work_root
 
@@ -35,51 +59,81 @@ class SFTPFiles(Transport):
     async def makedirs(self, path):
         full = await self._path(path)
         async with self.sftp() as sftp:
-            await sftp.makedirs(full, exist_ok=True)
+            await self._op(sftp.makedirs(full, exist_ok=True), "makedirs")
         return full
 
     async def write_bytes(self, path, data, mode=0o644):
         full = await self._path(path)
         async with self.sftp() as sftp:
-            await sftp.makedirs(posixpath.dirname(full), exist_ok=True)
-            async with sftp.open(full, "wb") as f:
-                await f.write(data)
-            await sftp.chmod(full, mode)
+            await self._op(sftp.makedirs(posixpath.dirname(full), exist_ok=True), "makedirs")
+            f = await self._op(sftp.open(full, "wb"), f"open {full}")
+            await self._op(f.write(data), f"write {full}")
+            await self._op(f.close(), f"close {full}")
+            await self._op(sftp.chmod(full, mode), "chmod")
 
     async def upload(self, local, remote):
         full = await self._path(remote)
         async with self.sftp() as sftp:
             if os.path.isdir(local):
-                await sftp.makedirs(full, exist_ok=True)
-                await sftp.put([os.path.join(local, n) for n in os.listdir(local)], full,
-                               recurse=True, preserve=True, follow_symlinks=False)
+                await self._op(sftp.makedirs(full, exist_ok=True), "makedirs")
+                sources = [os.path.join(local, n) for n in os.listdir(local)]
+                await self._transfer(lambda progress: sftp.put(
+                    sources, full, recurse=True, preserve=True, follow_symlinks=False,
+                    progress_handler=progress), f"upload to {full}")
             else:
-                await sftp.makedirs(posixpath.dirname(full), exist_ok=True)
-                await sftp.put(local, full, preserve=True)
+                await self._op(sftp.makedirs(posixpath.dirname(full), exist_ok=True),
+                               "makedirs")
+                await self._transfer(lambda progress: sftp.put(
+                    local, full, preserve=True, progress_handler=progress),
+                    f"upload to {full}")
 
     async def download(self, remote, local):
+        """A regular file, or a folder's regular files and folders (a named pipe, device,
+        socket or symlink inside is skipped: never opened, never followed)."""
         full = await self._path(remote)
         async with self.sftp() as sftp:
-            if await sftp.isdir(full):
+            attrs = await self._lstat(sftp, full)
+            if _is_dir(attrs):
                 os.makedirs(local, exist_ok=True)
-                names = [n for n in await sftp.listdir(full) if n not in (".", "..")]
-                if names:
-                    await sftp.get([posixpath.join(full, n) for n in names], local,
-                                   recurse=True, preserve=True)
-            else:
+                await self._get_tree(sftp, full, local)
+            elif _regular(attrs):
                 os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-                await sftp.get(full, local, preserve=True)
+                await self._get(sftp, full, local)
+            else:
+                raise JobFileError(full, NOT_REGULAR)
+
+    async def _get_tree(self, sftp, folder: str, local: str) -> None:
+        for entry in await self._op(sftp.readdir(folder), f"readdir {folder}"):
+            if entry.filename in (".", ".."):
+                continue
+            source = posixpath.join(folder, entry.filename)
+            target = os.path.join(local, entry.filename)
+            if _is_dir(entry.attrs):
+                os.makedirs(target, exist_ok=True)
+                await self._get_tree(sftp, source, target)
+            elif _regular(entry.attrs):
+                await self._get(sftp, source, target)
+
+    async def _get(self, sftp, source: str, target: str) -> None:
+        await self._transfer(lambda progress: sftp.get(
+            source, target, preserve=True, progress_handler=progress), f"download {source}")
+
+    async def _lstat(self, sftp, full: str):
+        try:
+            return await self._op(sftp.lstat(full), f"lstat {full}")
+        except asyncssh.SFTPError as exc:
+            raise classify(exc, f"{self.config.id}: sftp", full) from exc
 
     async def listdir(self, path):
         full = await self._path(path)
         entries: list[RemoteEntry] = []
         async with self.sftp() as sftp:
             async def walk(folder, prefix):
-                for entry in await sftp.readdir(folder):
+                for entry in await self._op(sftp.readdir(folder), f"readdir {folder}"):
                     if entry.filename in (".", ".."):
                         continue
                     rel = posixpath.join(prefix, entry.filename) if prefix else entry.filename
-                    is_dir = stat.S_ISDIR(entry.attrs.permissions or 0)
+                    is_dir = _is_dir(entry.attrs)
                     entries.append(RemoteEntry(rel, 0 if is_dir else entry.attrs.size or 0,
                                                is_dir))
                     if is_dir:
@@ -88,26 +142,56 @@ class SFTPFiles(Transport):
         return sorted(entries, key=lambda e: e.path)
 
     async def read_range(self, path, offset, max_bytes):
-        return (await self.read_ranges([(path, offset, max_bytes)]))[0]
+        data = (await self.read_ranges([(path, offset, max_bytes)]))[0]
+        if isinstance(data, JobFileError):
+            raise data
+        return data
 
     async def read_ranges(self, requests):
-        """All reads through one SFTP channel: one round of log tails per HPC."""
+        """All reads through one SFTP channel: one round of log tails per HPC. A file that
+        cannot be read is reported in its place (a JobFileError); the others are read."""
         paths = [await self._path(p) for p, _, _ in requests]
-        out = []
+        out: list[bytes | JobFileError] = []
         async with self.sftp() as sftp:
             for full, (_, offset, max_bytes) in zip(paths, requests):
                 try:
-                    async with sftp.open(full, "rb") as f:
-                        await f.seek(offset)
-                        out.append(await f.read(max_bytes))
-                except asyncssh.SFTPNoSuchFile:
+                    out.append(await self._read(sftp, full, offset, max_bytes))
+                except RemoteFileNotFound:
                     out.append(b"")
+                except JobFileError as exc:
+                    out.append(exc)
         return out
+
+    async def _read(self, sftp, full: str, offset: int, max_bytes: int) -> bytes:
+        if not _regular(await self._lstat(sftp, full)):
+            raise JobFileError(full, NOT_REGULAR)
+        try:
+            f = await self._op(sftp.open(full, "rb"), f"open {full}")
+            await f.seek(offset)  # local: sets the offset of the next read
+            data = await self._op(f.read(max_bytes), f"read {full}")
+            await self._op(f.close(), f"close {full}")
+        except asyncssh.SFTPError as exc:  # an open handle goes with the channel
+            raise classify(exc, f"{self.config.id}: sftp", full) from exc
+        return data
 
     async def rmtree(self, path):
         full = await self._path(path)
         if full == self.work_root:
             raise ValueError("refusing to remove the work root itself")
         async with self.sftp() as sftp:
-            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
-                await sftp.rmtree(full)
+            try:
+                await self._remove_tree(sftp, full)
+            except asyncssh.SFTPNoSuchFile:
+                pass
+
+    async def _remove_tree(self, sftp, folder: str) -> None:
+        """sftp.rmtree, one deadline per call (a large tree takes as long as it needs)."""
+        for entry in await self._op(sftp.readdir(folder), f"readdir {folder}"):
+            if entry.filename in (".", ".."):
+                continue
+            inner = posixpath.join(folder, entry.filename)
+            if _is_dir(entry.attrs):
+                await self._remove_tree(sftp, inner)
+            else:
+                await self._op(sftp.remove(inner), f"remove {inner}")
+        await self._op(sftp.rmdir(folder), f"rmdir {folder}")

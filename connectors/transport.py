@@ -9,13 +9,14 @@ import asyncio
 import errno
 import os
 import shutil
+import stat
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hpcbridge.archive import UnsafePath, confine_remote
 
-from .errors import CommandFailed, PathOutsideWorkRoot
+from .errors import CommandFailed, JobFileError, PathOutsideWorkRoot, classify
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,21 @@ class Transport:
         raise NotImplementedError
 
     async def read_range(self, path: str, offset: int, max_bytes: int) -> bytes:
-        """Bytes of a file from `offset` (b'' when missing or nothing new)."""
+        """Bytes of a file from `offset` (b'' when missing or nothing new). Only a regular
+        file is opened: anything else raises JobFileError, as a file we may not read."""
         raise NotImplementedError
 
-    async def read_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes]:
-        """Several read_range calls, batched where the transport can."""
-        return [await self.read_range(p, o, n) for p, o, n in requests]
+    async def read_ranges(self, requests: Sequence[tuple[str, int, int]]
+                          ) -> list[bytes | JobFileError]:
+        """Several read_range calls, batched where the transport can. A file that cannot be
+        read is reported in its place as a JobFileError: one bad file stops no other."""
+        out: list[bytes | JobFileError] = []
+        for p, o, n in requests:
+            try:
+                out.append(await self.read_range(p, o, n))
+            except JobFileError as exc:
+                out.append(exc)
+        return out
 
     async def rmtree(self, path: str) -> None:
         raise NotImplementedError
@@ -195,11 +205,18 @@ class LocalTransport(Transport):
 
         def read():
             try:
-                with open(full, "rb") as f:
+                if not stat.S_ISREG(os.lstat(full).st_mode):
+                    raise JobFileError(full, "not a regular file (a named pipe, device, "
+                                             "socket or symlink): not read")
+                # O_NONBLOCK: should the file be swapped for a pipe after lstat, open
+                # does not wait for a writer
+                with open(os.open(full, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
                     f.seek(offset)
                     return f.read(max_bytes)
             except FileNotFoundError:
                 return b""
+            except OSError as exc:
+                raise classify(exc, path=full) from exc
         return await asyncio.to_thread(read)
 
     async def rmtree(self, path):

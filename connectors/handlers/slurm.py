@@ -8,7 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from ..errors import SchedulerError
+from ..errors import (
+    ConnectorError,
+    HPCUnavailable,
+    SchedulerError,
+    SchedulerUnavailable,
+    command_error,
+)
 from ..spec import JobSpec, render_batch_script
 from ..state import UNKNOWN, JobState, parse_sacct, parse_squeue
 from .base import SchedulerHandler
@@ -25,7 +31,7 @@ class SlurmHandler(SchedulerHandler):
         await self.transport.write_bytes(script, text.encode(), 0o700)
         result = await self.transport.run([*self.config.sbatch_command, "--parsable", script])
         if result.exit_status != 0:
-            raise SchedulerError(f"sbatch refused the job: {result.stderr.strip()}")
+            raise self._failed("sbatch", result)
         job_id = result.stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise SchedulerError(f"sbatch answered {result.stdout.strip()!r}")
@@ -40,7 +46,7 @@ class SlurmHandler(SchedulerHandler):
         result = await self.transport.run(
             [*self.config.squeue_command, "-h", *who, "-o", SQUEUE_FORMAT])
         if result.exit_status != 0:
-            raise SchedulerError(f"squeue failed: {result.stderr.strip()}")
+            raise self._failed("squeue", result)
         queued = parse_squeue(result.stdout)
         states = {i: queued[i] for i in ids if i in queued}
         gone = [i for i in ids if i not in states]
@@ -49,7 +55,7 @@ class SlurmHandler(SchedulerHandler):
             result = await self.transport.run([*self.config.sacct_command, "-X", "-n", "-P",
                                                "-j", ",".join(gone), f"--format={SACCT_FORMAT}"])
             if result.exit_status != 0:
-                raise SchedulerError(f"sacct failed: {result.stderr.strip()}")
+                raise self._failed("sacct", result)
             accounted = parse_sacct(result.stdout)
             for i in gone:
                 states[i] = accounted.get(i) or JobState(i, UNKNOWN)
@@ -61,17 +67,31 @@ class SlurmHandler(SchedulerHandler):
         result = await self.transport.run([*self.config.scancel_command, scheduler_id])
         if result.exit_status != 0 and "already completing" not in result.stderr \
                 and "Invalid job id" not in result.stderr:
-            raise SchedulerError(f"scancel failed: {result.stderr.strip()}")
+            raise self._failed("scancel", result)
 
     async def find_by_name(self, name: str) -> str | None:
+        """None only when squeue and sacct both answered and neither knows the name: a
+        failed lookup raises (unknown, ask again), never reads as "not submitted"."""
         result = await self.transport.run(
             [*self.config.squeue_command, "-h", "-t", "all", "-n", name, "-o", "%i"])
-        ids = result.stdout.split() if result.exit_status == 0 else []
+        if result.exit_status != 0:
+            raise self._failed("squeue", result, transient=True)
+        ids = result.stdout.split()
         if not ids:
             # local time on purpose: sacct reads -S as local time, not UTC
             since = (dt.datetime.now() - dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S")
             result = await self.transport.run([*self.config.sacct_command, "-X", "-n", "-P",
                                                "-S", since, f"--name={name}", "--format=JobID"])
-            ids = [i for i in result.stdout.split() if i.isdigit()] \
-                if result.exit_status == 0 else []
+            if result.exit_status != 0:
+                raise self._failed("sacct", result, transient=True)
+            ids = [i for i in result.stdout.split() if i.isdigit()]
         return ids[0] if ids else None
+
+    def _failed(self, program: str, result, transient: bool = False) -> ConnectorError:
+        """A scheduler command that exited non-zero: the controller unreachable is
+        transient, anything else the scheduler's refusal (or `transient`: a lookup whose
+        answer we do not have)."""
+        error = command_error(program, result.stderr, self.config.id)
+        if transient and not isinstance(error, HPCUnavailable):
+            return SchedulerUnavailable(f"{self.config.id}: {error}: the answer is unknown")
+        return error
