@@ -2,29 +2,22 @@
 is older than Site.worker_timeout is dead, and its claims and jobs are taken over."""
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
 
-from hpcbridge.clock import aware, utcnow
+from hpcbridge.clock import utcnow
 
 log = logging.getLogger("hpcbridge.maintainer")
 
 
-def is_alive(heartbeat_at: dt.datetime, worker_timeout: float,
-             now: dt.datetime | None = None) -> bool:
-    """The rule: a worker is alive while its last heartbeat is younger than worker_timeout."""
-    return (now or utcnow()) - aware(heartbeat_at) < dt.timedelta(seconds=worker_timeout)
-
-
 def alive_workers(rt) -> set[str]:
-    """Ids of the workers that are alive (is_alive), and this one."""
+    """Ids of the workers that are alive (Worker.alive), and this one."""
     now = utcnow()
     alive = {w.id for w in rt.store.workers()
-             if is_alive(w.heartbeat_at, rt.site.worker_timeout, now)}
+             if w.alive(rt.site.worker_timeout, now)}
     alive.add(rt.worker_id)
     return alive
 

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import JSON, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
-from hpcbridge.clock import utcnow
+from hpcbridge.clock import aware, utcnow
 from hpcbridge.lifecycle import JobStatus
 
 __all__ = ["App", "Event", "HPCState", "Job", "LogChunk", "Quota", "Upload", "Worker",
-           "new_id", "utcnow"]  # utcnow: maintainer/ and bench/ import it from here
+           "new_id"]
 
 
 def new_id() -> str:
@@ -103,6 +103,12 @@ class Worker(SQLModel, table=True):
     started_at: dt.datetime = Field(default_factory=utcnow)
     heartbeat_at: dt.datetime = Field(default_factory=utcnow)
     leases: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+
+    def alive(self, worker_timeout: float, now: dt.datetime | None = None) -> bool:
+        """The one liveness rule: alive while the last heartbeat is younger than
+        worker_timeout (Site.worker_timeout); a dead worker's work is taken over."""
+        return (now or utcnow()) - aware(self.heartbeat_at) < dt.timedelta(
+            seconds=worker_timeout)
 
 
 class HPCState(SQLModel, table=True):

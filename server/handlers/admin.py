@@ -1,8 +1,6 @@
 """Admin routes: everybody's jobs, cancel any job, quotas, drain/resume, workers."""
 from __future__ import annotations
 
-import datetime as dt
-
 from hpcbridge import schemas as S
 from hpcbridge.clock import aware, utcnow
 
@@ -45,10 +43,9 @@ class AdminDrainHandler(APIHandler):
 class AdminWorkersHandler(APIHandler):
     def get(self):
         self.require_admin()
-        timeout = dt.timedelta(seconds=self.ctx.site.worker_timeout)
         now = utcnow()
         self.send([S.WorkerInfo(id=w.id, host=w.host, pid=w.pid, started_at=aware(w.started_at),
                                 heartbeat_at=aware(w.heartbeat_at),
-                                alive=now - aware(w.heartbeat_at) < timeout,
+                                alive=w.alive(self.ctx.site.worker_timeout, now),
                                 leases=w.leases or [])
                    for w in self.ctx.store.workers()])
