@@ -265,8 +265,9 @@ class ConnectorPool(SFTPFiles):
     @contextlib.asynccontextmanager
     async def sftp(self):
         """An SFTP client on a slot of its own. Every error in the block leaves as a
-        ConnectorError (errors.classify); after a deadline or a lost connection the channel
-        is closed, so the next call starts clean."""
+        ConnectorError (errors.classify); the channel is closed after each use, so the next
+        call starts clean even after a deadline. (sshd refuses signals to a subsystem: a
+        request that hangs on the server is released by sftp.py, not killed.)"""
         for attempt in range(_OPEN_ATTEMPTS):
             async with self._channel_slot() as index:
                 conn = await self._connection(index)
@@ -300,8 +301,6 @@ class ConnectorPool(SFTPFiles):
         try:
             yield client
         except Exception as exc:
-            if isinstance(exc, RemoteTimeout):
-                _abort_sftp(client)  # a request still hangs on the server
             if _lost(conn, exc):
                 self._drop(index, conn)
                 raise CommandInterrupted(f"{self.config.id}: sftp: {exc}") from exc
@@ -331,18 +330,6 @@ def _stop(process) -> None:
         process.kill()  # an SSH "signal" request; OpenSSH 9 honours it
     with contextlib.suppress(Exception):
         process.close()
-
-
-def _abort_sftp(client) -> None:
-    """Kill the server side of an SFTP channel a request hangs on (a job's named pipe
-    blocks sftp-server in open(2)): it would hold one of sshd's MaxSessions until then.
-    asyncssh has no public handle on the channel of an SFTP client: best effort."""
-    writer = getattr(getattr(client, "_handler", None), "_writer", None)
-    channel = getattr(writer, "channel", None)
-    with contextlib.suppress(Exception):
-        channel.kill()
-    with contextlib.suppress(Exception):
-        channel.close()
 
 
 def _text(value) -> str:

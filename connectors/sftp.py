@@ -7,6 +7,7 @@ are regular files (lstat first): opening a named pipe blocks until a writer appe
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
@@ -14,7 +15,7 @@ import stat
 import asyncssh
 
 from .deadline import while_progressing, within
-from .errors import JobFileError, RemoteFileNotFound, classify
+from .errors import JobFileError, RemoteFileNotFound, RemoteTimeout, classify
 from .transport import RemoteEntry, Transport, confine
 
 NOT_REGULAR = "not a regular file (a named pipe, device, socket or symlink): not read"
@@ -166,13 +167,25 @@ class SFTPFiles(Transport):
         if not _regular(await self._lstat(sftp, full)):
             raise JobFileError(full, NOT_REGULAR)
         try:
-            f = await self._op(sftp.open(full, "rb"), f"open {full}")
+            f = await self._open_for_read(sftp, full)
             await f.seek(offset)  # local: sets the offset of the next read
             data = await self._op(f.read(max_bytes), f"read {full}")
             await self._op(f.close(), f"close {full}")
         except asyncssh.SFTPError as exc:  # an open handle goes with the channel
             raise classify(exc, f"{self.config.id}: sftp", full) from exc
         return data
+
+    async def _open_for_read(self, sftp, full: str):
+        """Open a file lstat found regular. Should it have been swapped for a named pipe
+        since, the server's open waits for a writer: after the deadline one is given (only
+        to a pipe), or the server-side session would wait for good."""
+        try:
+            return await self._op(sftp.open(full, "rb"), f"open {full}")
+        except RemoteTimeout:
+            with contextlib.suppress(Exception):
+                await self.run(["timeout", "5", "sh", "-c", '[ -p "$1" ] && exec 3>"$1"',
+                                "sh", full], timeout=10)
+            raise
 
     async def rmtree(self, path):
         full = await self._path(path)

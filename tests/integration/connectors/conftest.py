@@ -35,3 +35,19 @@ async def pool(ssh):
 @pytest.fixture
 def handler(pool):
     return SlurmHandler(pool.config, pool)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "faults: stops a shared service of the stack (slurmctld) for a few "
+                   "seconds; deselected unless `-m faults` is given")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fault tests disturb other tests running on the stack: only on request."""
+    if "faults" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="stops slurmctld: run with -m faults")
+    for item in items:
+        if "faults" in item.keywords:
+            item.add_marker(skip)
