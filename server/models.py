@@ -5,7 +5,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary
+from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from hpcbridge.clock import aware, utcnow
@@ -21,6 +21,9 @@ def new_id() -> str:
 
 class Job(SQLModel, table=True):
     """One user's job: the JobInfo fields of seeds/003 plus the maintainer's cursors."""
+
+    __table_args__ = (Index("ix_job_user_idempotency_key", "user", "idempotency_key",
+                            unique=True),)
 
     id: str = Field(default_factory=new_id, primary_key=True)
     user: str = Field(index=True)
@@ -44,6 +47,12 @@ class Job(SQLModel, table=True):
     cpus: int | None = None
     charged_seconds: float | None = None
     log_checked_at: dt.datetime | None = None
+    submit_attempted_at: dt.datetime | None = Field(
+        default=None, description="set before sbatch is called: only then can the scheduler "
+                                  "know the job, so only then is a lookup by name needed")
+    idempotency_key: str | None = Field(
+        default=None, description="the client's key of the POST that made the job (unique "
+                                  "per user)")
     log_changed_at: dt.datetime | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
     queued_at: dt.datetime | None = None
