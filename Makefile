@@ -5,17 +5,22 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test install labextension stack stack-status stack-down lint bench clean
+.PHONY: demo test faults install labextension stack stack-status stack-down lint bench clean
 
 ## Run the whole system on embedded defaults (no HPC, no Redis server, no JupyterHub).
 demo: install
 	$(VENV)/bin/hpcbridge demo
 
-## Bring up the real stack, run every test and the linter.
+## Bring up the real stack, run every test and the linters, then the fault suite.
 test: install stack
 	$(VENV)/bin/ruff check .
 	bash labextension/test.sh
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	$(MAKE) faults
+
+## The fault suite alone (tests/faults: breaks Redis, sshd and slurmctld on purpose; slow).
+faults: install stack
+	HPCBRIDGE_FAULTS=1 HPCBRIDGE_FAULTS_SLURMCTLD=1 $(VENV)/bin/pytest -ra -p no:cacheprovider tests/faults
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -43,6 +48,7 @@ stack-down:
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	cd labextension && jlpm lint
 
 bench: install stack
 	$(PY) bench/ssh_pool.py
