@@ -1,0 +1,75 @@
+"""The scheduler's faults, on the stack's one shared slurmctld (it cannot be private): run
+only with HPCBRIDGE_FAULTS_SLURMCTLD=1, after every other case, and slurmctld is always
+brought back (`stack/up.sh slurmctld`) in a finally block.
+
+- stopped (SIGTERM) for 45 s while jobs are pending, running and being submitted;
+- killed hard (SIGKILL) right after a burst of submissions, so that it forgets its newest
+  jobs and hands their ids out again after the restart."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from harness import Fleet, at, check
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.slurmctld,
+              pytest.mark.timeout(300)]
+IN_SLURM = ("submitted", "running", "finishing", "succeeded")
+
+
+def alive(pid: int) -> bool:
+    """PID 1 reaps slowly here: a dead daemon stays a zombie for seconds."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:\tZ") for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def start_slurmctld(stack: dict) -> None:
+    subprocess.run(["bash", os.path.join(stack["repo"], "stack", "up.sh"), "slurmctld"],
+                   check=True, timeout=60, capture_output=True)
+
+
+@contextlib.contextmanager
+def slurmctld_down(stack: dict, sig: int):
+    """slurmctld stopped with `sig` for the body of the with, always restarted after."""
+    with open(os.path.join(stack["stack_dir"], "slurm", "slurmctld.pid")) as f:
+        pid = int(f.read().strip())
+    try:
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 20
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(pid), "slurmctld did not stop"
+        yield
+    finally:
+        start_slurmctld(stack)
+
+
+def test_slurmctld_stopped_for_45_seconds(faults, stack):
+    svc = faults.start(capacity=40)
+    fleet = Fleet(svc, stack, long_cpus=2)  # 2-CPU long jobs: some must pend in Slurm
+    fleet.submit(20)
+    seen = fleet.until(lambda s: s["running"] >= 3 and s["submitted"] >= 1, 60)
+    with slurmctld_down(stack, signal.SIGTERM):
+        down = time.monotonic()
+        fleet.submit(6, first=20)  # submitted while the controller is away
+        time.sleep(15)
+        fleet.submit(6, first=26)
+        time.sleep(max(0.0, 45 - (time.monotonic() - down)))
+    check("slurmctld-stopped-45s", fleet, 170, at=at(seen))
+
+
+def test_slurmctld_killed_hard_forgets_its_newest_jobs(faults, stack):
+    svc = faults.start(capacity=40)
+    fleet = Fleet(svc, stack)
+    fleet.submit(32)  # a burst: kill as soon as most of it reached sbatch
+    seen = fleet.until(lambda s: sum(s[k] for k in IN_SLURM) >= 20, 60)
+    with slurmctld_down(stack, signal.SIGKILL):
+        time.sleep(3)
+    check("slurmctld-kill9", fleet, 170, scheduler_may_lose=True, at=at(seen))
