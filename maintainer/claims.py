@@ -6,16 +6,24 @@ two workers staging one job would both find nothing under its name and both call
 A claim is a Redis key holding the worker id. A claim whose holder stopped beating its
 heart (worker_timeout) is taken over, so a worker killed mid-staging does not strand its
 jobs; the key's TTL is only a last resort.
+
+Redis may go away meanwhile: a claim that cannot be taken is not taken (the job is offered
+again once Redis is back), a release that fails is harmless (the claim expires or its holder
+is found dead), and the claims a worker holds are written again when Redis comes back
+empty (`reassert`), so that nobody else starts a job this worker is still staging.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from hpcbridge.taskqueue import TASK_TIMEOUT_SECONDS
 
 from .liveness import alive_workers
+from .runtime import REDIS_DOWN
 
+log = logging.getLogger("hpcbridge.maintainer")
 CLAIM_TTL_MS = TASK_TIMEOUT_SECONDS * 1000  # as long as an rq task may run
 
 TAKE_OVER = """local v = redis.call('get', KEYS[1])
@@ -33,8 +41,24 @@ def claim_key(rt, job_id: str) -> str:
     return rt.key("claim", job_id)
 
 
+# (worker id, job id) → claim key, of the claims this process holds
+_held: dict[tuple[str, str], str] = {}
+
+
 def take(rt, job_id: str) -> bool:
-    """Claim the job for this worker: free, already ours, or held by a dead worker."""
+    """Claim the job for this worker: free, already ours, or held by a dead worker.
+    False when Redis cannot be asked (the job is offered again later)."""
+    try:
+        mine = _take(rt, job_id)
+    except REDIS_DOWN as exc:
+        log.warning("cannot claim %s (Redis: %s): left for later", job_id, exc)
+        return False
+    if mine:
+        _held[(rt.worker_id, job_id)] = claim_key(rt, job_id)
+    return mine
+
+
+def _take(rt, job_id: str) -> bool:
     key = claim_key(rt, job_id)
     me = rt.worker_id
     if rt.redis.set(key, me, nx=True, px=CLAIM_TTL_MS):
@@ -50,7 +74,32 @@ def take(rt, job_id: str) -> bool:
 
 
 def release(rt, job_id: str) -> None:
-    rt.redis.register_script(RELEASE)(keys=[claim_key(rt, job_id)], args=[rt.worker_id])
+    """Give the claim up; never raises (a claim left behind expires or passes on)."""
+    _held.pop((rt.worker_id, job_id), None)
+    try:
+        rt.redis.register_script(RELEASE)(keys=[claim_key(rt, job_id)], args=[rt.worker_id])
+    except REDIS_DOWN as exc:
+        log.info("claim of %s not released (Redis: %s): it passes on by itself", job_id, exc)
+
+
+def reassert(rt) -> int:
+    """Write again the claims this process holds (after Redis lost its data); how many.
+    A claim someone else took meanwhile is left to them, with a warning."""
+    count = 0
+    for (worker, job_id), key in list(_held.items()):
+        if worker != rt.worker_id:
+            continue
+        if rt.redis.set(key, rt.worker_id, nx=True, px=CLAIM_TTL_MS):
+            count += 1
+        elif (rt.redis.get(key) or b"").decode() != rt.worker_id:
+            log.warning("claim of %s was taken by another worker while Redis was away",
+                        job_id)
+    return count
+
+
+def held(rt) -> list[str]:
+    """Ids of the jobs this worker holds a claim on."""
+    return [job_id for worker, job_id in _held if worker == rt.worker_id]
 
 
 @contextlib.contextmanager

