@@ -14,10 +14,12 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from .archive import ArchiveError, extract, zip_folder
 from .errors import (
@@ -65,9 +67,15 @@ class Client:
         return Unavailable(f"cannot reach the hpcbridge middleware at {self.url}: "
                            f"{exc or type(exc).__name__}")
 
-    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def _request(self, method: str, path: str, retry: bool = False,
+                 **kwargs) -> httpx.Response:
+        """One request; with retry=True a cut connection is tried again (only for requests
+        that are safe to repeat: an idempotency key makes a POST so)."""
+        attempts = Retrying(retry=retry_if_exception_type(httpx.TransportError),
+                            stop=stop_after_attempt(SUBMIT_ATTEMPTS if retry else 1),
+                            wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = attempts(self._http.request, method, path, **kwargs)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         if response.status_code >= 400:
@@ -111,7 +119,10 @@ class Client:
         upload_id = self.upload(upload) if upload else None
         body = {"app": app, "hpc": hpc, "params": params or {}, "resources": resources or {},
                 "upload": upload_id}
-        return Job(self, JobInfo(**self._json("POST", "jobs", json=body)))
+        # one key per call: a retry of a cut request gets the job the first one made
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        return Job(self, JobInfo(**self._json("POST", "jobs", json=body, headers=key,
+                                              retry=True)))
 
     def upload(self, path: str) -> str:
         """Send a file or folder (zipped on the fly); its upload id."""
@@ -139,18 +150,24 @@ class Client:
     def job(self, job_id: str) -> Job:
         return Job(self, JobInfo(**self._json("GET", f"jobs/{job_id}")))
 
-    def _job_changes(self, job_id: str, remaining) -> Iterator[JobInfo]:
+    def _job_changes(self, job_id: str, remaining, position: dict) -> Iterator[JobInfo]:
         """The job as it is once the event stream is open, then at each of its changes.
 
         `remaining()` gives the seconds left to wait (None: no limit) or raises
-        TimeoutError. Ends when the middleware closes the stream; raises _NoStream when
-        there is no usable stream."""
+        TimeoutError. `position["last_event_id"]` is where the stream is resumed and is
+        kept up to date; `position["connected"]` tells that a stream was opened. Ends
+        when the middleware closes the stream; raises _NoStream when there is no usable
+        stream, Unavailable when it cannot be reached or the stream is cut."""
         quiet = 45.0  # the middleware sends a keepalive every 15 s of quiet
         left = remaining()
         read = quiet if left is None else min(quiet, left)
+        last = position.get("last_event_id")
+        # the query form too: a proxy in front of the middleware may drop the header
+        resume = {"params": {"last_event_id": last}, "headers": {"Last-Event-ID": last}} \
+            if last else {}
         try:
             with self._http.stream("GET", "events/stream", timeout=httpx.Timeout(
-                    self._http.timeout.connect, read=read)) as r:
+                    self._http.timeout.connect, read=read), **resume) as r:
                 if r.status_code >= 400:
                     r.read()
                     if r.status_code in (401, 403):
@@ -160,9 +177,12 @@ class Client:
                     raise _NoStream("not an event stream")
                 for kind, text in sse_events(r.iter_lines()):
                     if kind == "connected":
+                        position["connected"] = True
                         # changes from now on come on the stream; what happened
-                        # before it opened is read once
+                        # before it opened (or while it was cut) is read once
                         yield JobInfo(**self._json("GET", f"jobs/{job_id}"))
+                    elif kind == "id":
+                        position["last_event_id"] = text
                     elif kind == "data" and (info := _job_of(text)) and info.id == job_id:
                         yield info
                     remaining()
@@ -217,28 +237,46 @@ class Job:
         try:
             self.refresh()
             show()
-            use_stream = True
-            while not self.done:
-                if use_stream:
-                    try:
-                        self._listen(show, remaining)
-                        continue
-                    except _NoStream:
-                        use_stream = False
-                remaining()
-                time.sleep(poll if deadline is None else min(poll, remaining()))
-                self.refresh()
-                show()
+            self._follow(show, remaining, poll, deadline)
         finally:
             bar.close()
         if raise_on_failure and self.info.status != JobStatus.SUCCEEDED:
             raise JobFailed(f"job {self.info.id} {self.info.status}: {self.info.message}")
         return self
 
-    def _listen(self, show, remaining) -> None:
+    def _follow(self, show, remaining, poll: float, deadline: float | None) -> None:
+        """Listen to the event stream until the job ends; a cut stream is opened again
+        after a pause, resuming where it stopped (a few failures in a row give up:
+        Unavailable); without a stream, ask every `poll` seconds."""
+        use_stream, failures = True, 0
+        position: dict = {}
+        while not self.done:
+            if use_stream:
+                position["connected"] = False
+                try:
+                    self._listen(show, remaining, position)
+                    cut = None
+                except _NoStream:
+                    use_stream = False
+                    continue
+                except Unavailable as exc:
+                    cut = exc
+                failures = 0 if position["connected"] else failures + 1
+                if failures > STREAM_RETRIES and cut:  # cut again and again
+                    raise cut
+                use_stream = failures <= STREAM_RETRIES  # else never opened: poll instead
+                if use_stream and (cut or failures):
+                    time.sleep(min(2.0 ** max(failures, 1), 30.0, remaining() or 30.0))
+                continue
+            remaining()
+            time.sleep(poll if deadline is None else min(poll, remaining()))
+            self.refresh()
+            show()
+
+    def _listen(self, show, remaining, position: dict) -> None:
         """Follow the job on the event stream until it ends, or the stream does (then
         look once, and the caller listens again)."""
-        for info in self._client._job_changes(self.info.id, remaining):
+        for info in self._client._job_changes(self.info.id, remaining, position):
             self.info = info
             show()
             if self.done:
@@ -323,6 +361,10 @@ class Job:
                         f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
                         for k, v in rows)
         return f"<table class='hpcbridge-job'>{cells}</table>"
+
+
+SUBMIT_ATTEMPTS = 4  # a cut POST /jobs is sent again this often in all, with the same key
+STREAM_RETRIES = 5  # a cut event stream is opened again this often in a row (1…30 s apart)
 
 
 class _NoStream(Exception):

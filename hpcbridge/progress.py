@@ -10,19 +10,34 @@ from .lifecycle import FINAL, STEPS
 def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """A server-sent event stream, one item per line read: ("connected", "") when the
     middleware says the stream is open, ("data", text) when an event is complete, and
-    ("", "") for any other line (a moment for the caller to look at the clock)."""
+    ("", "") for any other line (a moment for the caller to look at the clock). A blank
+    line that ends a message with an `id:` also yields ("id", id) after it: the point to
+    resume from (Last-Event-ID), taken only once the whole message arrived."""
     data: list[str] = []
+    event_id: str | None = None
     for line in lines:
         if line.startswith(": connected"):
             yield "connected", ""
         elif line.startswith("data:"):
-            data.append(line[5:].strip())
+            data.append(_value(line))
             yield "", ""
-        elif not line and data:
-            yield "data", "\n".join(data)
-            data = []
-        else:  # other comments (keepalives), event: and id: lines
+        elif line.startswith("id:") and "\0" not in line:
+            event_id = _value(line)
             yield "", ""
+        elif not line and (data or event_id is not None):
+            if data:
+                yield "data", "\n".join(data)
+            if event_id is not None:
+                yield "id", event_id
+            data, event_id = [], None
+        else:  # other comments (keepalives), event: lines
+            yield "", ""
+
+
+def _value(line: str) -> str:
+    """A field's value: after the colon, without the one space that may follow it."""
+    value = line.split(":", 1)[1]
+    return value[1:] if value.startswith(" ") else value
 
 
 class ProgressBar:

@@ -5,7 +5,7 @@ import asyncio
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -18,11 +18,14 @@ from . import handlers as H
 from .apps import fetch_app
 from .auth import Authenticator, HubAuthenticator, StaticTokenAuthenticator
 from .errors import APIError
+from .eventcursor import GRACE_SECONDS
 from .openapi import build_openapi
 from .queue import JobQueue
 from .store import Store
 
 log = logging.getLogger("hpcbridge.server")
+# Ctrl-C, a service manager's stop, and the terminal closing (SIGHUP) all stop it cleanly
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -36,6 +39,8 @@ class ServerContext:
     openapi: dict
     max_upload_bytes: int
     sse_interval: float
+    sse_grace: float = GRACE_SECONDS
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set: streams end
 
 
 def make_routes(prefix: str):
@@ -94,6 +99,9 @@ class HPCBridgeServer(ConfigFileApp):
     max_upload_size = Int(1 << 30, help="Largest upload in bytes.").tag(config=True)
     sse_interval = Float(1.0, help="Seconds between checks for job changes in the event "
                                    "stream.").tag(config=True)
+    sse_grace = Float(GRACE_SECONDS, help="Seconds the event stream waits for an event id "
+                                          "that is missing (a write still being committed) "
+                                          "before it goes on without it.").tag(config=True)
 
     def initialize(self, argv=None):
         super().initialize(argv)
@@ -111,7 +119,7 @@ class HPCBridgeServer(ConfigFileApp):
                              authenticator=self.authenticator_class(parent=self), hpcs=hpcs,
                              api_prefix=prefix, openapi=build_openapi(prefix.rstrip("/")),
                              max_upload_bytes=self.max_upload_size,
-                             sse_interval=self.sse_interval)
+                             sse_interval=self.sse_interval, sse_grace=self.sse_grace)
 
     def register_apps(self, store: Store) -> None:
         for source in self.site.apps:
@@ -139,7 +147,10 @@ class HPCBridgeServer(ConfigFileApp):
         if self.generate_config:
             self.write_config_file()
             return
-        asyncio.run(self.serve())
+        try:
+            asyncio.run(self.serve())
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop now, quietly
+            pass
 
     async def serve(self, ready: asyncio.Event | None = None):
         server = HTTPServer(self.make_app(), xheaders=True, max_body_size=self.max_upload_size + 1)
@@ -148,16 +159,34 @@ class HPCBridgeServer(ConfigFileApp):
                       self.port, self.base_url.rstrip("/") + "/api/v1")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
         if ready is not None:
             ready.set()
-        await stop.wait()
-        server.stop()
-        await server.close_all_connections()
+        try:
+            await stop.wait()
+        finally:
+            for sig in STOP_SIGNALS:
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass
+            await self.shutdown(server)
 
+    async def shutdown(self, server: HTTPServer) -> None:
+        """Stop listening, end the event streams, close connections, the queue and the
+        store: a clean exit on SIGTERM, SIGHUP and Ctrl-C alike."""
+        self.log.info("stopping the middleware")
+        server.stop()
+        self.ctx.stopping.set()
+        try:  # streams end at their next wake-up; a stuck connection does not hold the exit
+            await asyncio.wait_for(server.close_all_connections(), 10)
+        except asyncio.TimeoutError:
+            self.log.warning("connections still open after 10 s: leaving them")
+        self.ctx.queue.close()
+        self.ctx.store.close()
 
 main = HPCBridgeServer.launch_instance

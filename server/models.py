@@ -53,6 +53,9 @@ class Job(SQLModel, table=True):
     idempotency_key: str | None = Field(
         default=None, description="the client's key of the POST that made the job (unique "
                                   "per user)")
+    idempotency_fingerprint: str | None = Field(
+        default=None, description="hash of the request that made the job under its "
+                                  "idempotency key: a retry must carry the same request")
     log_changed_at: dt.datetime | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
     queued_at: dt.datetime | None = None

@@ -58,8 +58,25 @@ QUERY = {
                                         "default": "stdout"}),
                             ("offset", _OFFSET),
                             ("limit", {"type": "integer", "minimum": 1, "maximum": 1 << 24})],
+    "/events/stream": [("last_event_id", {
+        "type": "integer", "minimum": 0,
+        "description": "the Last-Event-ID header, for clients or proxies that cannot send it"})],
     "/uploads": [("name", {"type": "string", "description": "the file's name when the body "
                                                             "is one file, not an archive"})],
+}
+# request headers the handlers read (with the rules they enforce: 422 outside them)
+HEADERS = {
+    ("post", "/jobs"): [("Idempotency-Key", {
+        "type": "string", "minLength": 1, "maxLength": 200,
+        "pattern": "^[!-~]([ -~]{0,198}[!-~])?$",
+        "description": "printable ASCII, unique per request you mean (e.g. a UUID). A retry "
+                       "with the same key and the same body gets the job the first request "
+                       "made (201, header Idempotent-Replayed: true), never a second job; "
+                       "the same key with another body is a 422."})],
+    ("get", "/events/stream"): [("Last-Event-ID", {
+        "type": "string", "pattern": "^[0-9]+$",
+        "description": "resume after this event id (the `id:` of the last message read): "
+                       "every event after it is sent, none twice"})],
 }
 # path parameters that are not free strings
 PATH = {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
@@ -81,6 +98,8 @@ def build_openapi(prefix: str = "/api/v1") -> dict:
         params += [{"name": n, "in": "query", "required": False,
                     "schema": t if isinstance(t, dict) else {"type": t}}
                    for n, t in QUERY.get(path, [])]
+        params += [{"name": n, "in": "header", "required": False, "schema": t}
+                   for n, t in HEADERS.get((method, path), [])]
         if params:
             op["parameters"] = params
         if path != "/health" and path != "/spec":

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
 from hpcbridge.clock import utcnow
@@ -51,6 +52,10 @@ class Store:
         from .migrations import upgrade
         upgrade(self.engine)
 
+    def close(self) -> None:
+        """Release the connection pool (at the service's stop)."""
+        self.engine.dispose()
+
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
@@ -65,6 +70,31 @@ class Store:
                         message=f"queued for {job.hpc}"))
             s.commit()
         return job
+
+    def create_job_once(self, user: str, key: str, fingerprint: str,
+                        **fields) -> tuple[Job, bool]:
+        """Create the job of `user`'s idempotency key, or return the one it already made:
+        (job, created). Concurrent creators are decided by the unique (user, key) index."""
+        try:
+            return self.create_job(user=user, idempotency_key=key,
+                                   idempotency_fingerprint=fingerprint, **fields), True
+        except IntegrityError:
+            existing = self.job_by_key(user, key)
+            if existing is None:  # another constraint failed: not ours to hide
+                raise
+            return existing, False
+
+    def job_by_key(self, user: str, key: str) -> Job | None:
+        with self.session() as s:
+            return s.exec(select(Job).where(Job.user == user,
+                                            Job.idempotency_key == key)).first()
+
+    def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        ids = list(set(job_ids))
+        if not ids:
+            return {}
+        with self.session() as s:
+            return {j.id: j for j in s.exec(select(Job).where(Job.id.in_(ids))).all()}
 
     def get_job(self, job_id: str, user: str | None = None) -> Job | None:
         with self.session() as s:
@@ -162,6 +192,21 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(Event).where(Event.job_id == job_id)
                                .order_by(Event.id)).all())
+
+    def last_event_id(self) -> int:
+        with self.session() as s:
+            return s.exec(select(func.max(Event.id))).one() or 0
+
+    def events_after(self, after: int, limit: int,
+                     upto: int | None = None) -> list[tuple[int, str, str, dt.datetime]]:
+        """(event id, job id, job's user, time) of every user's events after `after` (up to
+        `upto`), oldest first: the event stream needs the whole id sequence to see gaps."""
+        query = select(Event.id, Event.job_id, Job.user, Event.time).join(Job, Job.id == Event.job_id) \
+            .where(Event.id > after)
+        if upto is not None:
+            query = query.where(Event.id <= upto)
+        with self.session() as s:
+            return [tuple(row) for row in s.exec(query.order_by(Event.id).limit(limit)).all()]
 
     # --- logs -----------------------------------------------------------------------
     def append_log(self, job_id: str, stream: str, offset: int, data: bytes) -> bool:

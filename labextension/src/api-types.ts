@@ -1548,7 +1548,9 @@ export interface operations {
                 offset?: number;
                 all?: string;
             };
-            header?: never;
+            header?: {
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2382,8 +2384,12 @@ export interface operations {
     };
     get_events_stream: {
         parameters: {
-            query?: never;
-            header?: never;
+            query?: {
+                last_event_id?: number;
+            };
+            header?: {
+                "Last-Event-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };

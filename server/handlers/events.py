@@ -1,20 +1,27 @@
-"""The server-sent event stream of the caller's job changes."""
+"""The server-sent event stream of the caller's job changes.
+
+One message per Event row of the caller's jobs, in the Event table's id order:
+`event: job`, `id: <event id>`, `data: <the job as GET /jobs/{id} answers it>`. A client
+that reconnects with `Last-Event-ID` (header, or `?last_event_id=` where a proxy drops
+headers) gets every event after that id; see server/eventcursor.py for why no event is
+skipped, even when PostgreSQL commits ids out of order.
+"""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 from tornado import iostream
 
-from hpcbridge.clock import utcnow
-
+from .. import errors as E
+from ..eventcursor import START_WINDOW, EventCursor, start_cursor
 from .base import APIHandler, job_info
 
 KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
+PAGE = 500  # events read per query; a full page is followed at once by the next
 
 
 class EventStreamHandler(APIHandler):
-    """Server-sent events: one `job` event per change of the caller's jobs."""
+    """Server-sent events: one `job` message per event of the caller's jobs."""
 
     def set_default_headers(self):
         self.set_header("Content-Type", "text/event-stream")
@@ -22,26 +29,64 @@ class EventStreamHandler(APIHandler):
         self.set_header("X-Accel-Buffering", "no")
 
     async def get(self):
-        since = utcnow() - dt.timedelta(seconds=1)
         user = self.job_user_filter()
-        quiet = 0.0
+        cursor = self.open_cursor()
         self._closed = False
+        stopping = self.ctx.stopping
+        quiet = 0.0
         self.write(": connected\n\n")
-        await self.flush()
-        while not self._closed:
-            jobs, _ = self.ctx.store.list_jobs(user=user, since=since, limit=500)
-            for job in sorted(jobs, key=lambda j: j.updated_at):
-                since = max(since, job.updated_at)
-                self.write(f"event: job\nid: {job.id}\ndata: {job_info(job).model_dump_json()}\n\n")
-            quiet = 0.0 if jobs else quiet + self.ctx.sse_interval
+        while not self._closed and not stopping.is_set():
+            sent, more = self.send_page(cursor, user)
+            quiet = 0.0 if sent else quiet + (0 if more else self.ctx.sse_interval)
             if quiet >= KEEPALIVE_SECONDS:
-                self.write(": keepalive\n\n")
+                # the id moves the client's resume point past other users' events too
+                self.write(f": keepalive\nid: {cursor.after}\n\n")
                 quiet = 0.0
             try:
                 await self.flush()
             except iostream.StreamClosedError:
                 return
-            await asyncio.sleep(self.ctx.sse_interval)
+            if not more:
+                try:
+                    await asyncio.wait_for(stopping.wait(), self.ctx.sse_interval)
+                except asyncio.TimeoutError:
+                    pass
+
+    def open_cursor(self) -> EventCursor:
+        store, grace = self.ctx.store, self.ctx.sse_grace
+        newest = store.last_event_id()
+        last = self.last_event_id()
+        if last is not None and last <= newest:
+            return EventCursor(last, grace)  # every id <= last was handled before
+        recent = store.events_after(max(0, newest - START_WINDOW), START_WINDOW, upto=newest)
+        return start_cursor(newest, [(r[0], r[3]) for r in recent], grace)
+
+    def last_event_id(self) -> int | None:
+        raw = self.request.headers.get("Last-Event-ID") or \
+            self.get_query_argument("last_event_id", None)
+        if raw is None or raw.strip() == "":
+            return None
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise E.ValidationFailed(
+                "Last-Event-ID must be the id of an event (an integer >= 0)",
+                [{"loc": ["header", "Last-Event-ID"], "msg": "an integer >= 0"}])
+        return value
+
+    def send_page(self, cursor: EventCursor, user: str | None) -> tuple[int, bool]:
+        """Write the events the cursor lets through: (messages written, whether a full
+        page went through, so more may be waiting)."""
+        rows = self.ctx.store.events_after(cursor.after, PAGE)
+        taken = cursor.take(rows)
+        mine = [r for r in taken if user is None or r[2] == user]
+        jobs = self.ctx.store.get_jobs(r[1] for r in mine)
+        for event_id, job_id, *_ in mine:
+            self.write(f"event: job\nid: {event_id}\n"
+                       f"data: {job_info(jobs[job_id]).model_dump_json()}\n\n")
+        return len(mine), len(rows) == PAGE and len(taken) == len(rows)
 
     def on_connection_close(self):
         self._closed = True

@@ -1,6 +1,10 @@
 """Jobs: submit, list, show, events, logs, cancel."""
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+
 from hpcbridge import schemas as S
 from hpcbridge.clock import aware
 from hpcbridge.lifecycle import FINAL
@@ -8,6 +12,11 @@ from hpcbridge.lifecycle import FINAL
 from .. import errors as E
 from ..submission import JobRequest, admit
 from .base import APIHandler, job_info
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX = 200
+# printable ASCII, no space at either end (header values are trimmed)
+IDEMPOTENCY_KEY = re.compile(rf"[!-~](?:[ -~]{{0,{IDEMPOTENCY_KEY_MAX - 2}}}[!-~])?")
 
 
 class JobsHandler(APIHandler):
@@ -20,13 +29,55 @@ class JobsHandler(APIHandler):
 
     def post(self):
         ctx = self.ctx
-        ok = admit(ctx.store, ctx.hpcs, self.user.name, self.body(JobRequest),
-                   ctx.site.default_quota_seconds)
-        job = ctx.store.create_job(user=self.user.name, app=ok.app, hpc=ok.hpc,
-                                   params=ok.params, resources=ok.resources, upload=ok.upload)
+        key = self.idempotency_key()
+        request = self.body(JobRequest)
+        fingerprint = request_fingerprint(request)
+        if key is not None and (job := ctx.store.job_by_key(self.user.name, key)):
+            return self.replay(job, key, fingerprint)  # a retry: no second admission
+        ok = admit(ctx.store, ctx.hpcs, self.user.name, request, ctx.site.default_quota_seconds)
+        fields = dict(app=ok.app, hpc=ok.hpc, params=ok.params, resources=ok.resources,
+                      upload=ok.upload)
+        if key is None:
+            job = ctx.store.create_job(user=self.user.name, **fields)
+        else:
+            job, created = ctx.store.create_job_once(self.user.name, key, fingerprint,
+                                                     **fields)
+            if not created:  # a concurrent request with the same key won the insert
+                return self.replay(job, key, fingerprint)
         ctx.queue.advance(job.id, ok.hpc)  # never fails the request: reconciliation re-sends
         self.set_header("Location", f"{ctx.api_prefix}jobs/{job.id}")
         self.send(job_info(job), 201)
+
+    def replay(self, job, key: str, fingerprint: str) -> None:
+        """The answer to a repeated key: the job it made, if the request is the same."""
+        if job.idempotency_fingerprint != fingerprint:
+            raise E.ValidationFailed(
+                f"Idempotency-Key {key!r} was already used for a different request (job "
+                f"{job.id}); use a new key for a new job",
+                [{"loc": ["header", IDEMPOTENCY_HEADER], "msg": "reused with another body"}])
+        self.set_header("Location", f"{self.ctx.api_prefix}jobs/{job.id}")
+        self.set_header("Idempotent-Replayed", "true")
+        self.send(job_info(job), 201)
+
+    def idempotency_key(self) -> str | None:
+        """The request's Idempotency-Key, as sent (quotes of the IETF draft's
+        structured-field form included: an opaque value); None without one."""
+        key = self.request.headers.get(IDEMPOTENCY_HEADER)
+        if key is None:
+            return None
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            raise E.ValidationFailed(
+                f"{IDEMPOTENCY_HEADER} must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII "
+                "characters", [{"loc": ["header", IDEMPOTENCY_HEADER],
+                                "msg": f"1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"}])
+        return key
+
+
+def request_fingerprint(request: JobRequest) -> str:
+    """The same request, however its JSON was spelled (key order, defaults left out)."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class JobHandler(APIHandler):

@@ -6,6 +6,7 @@ hub's Spawner.environment) and JUPYTERHUB_API_TOKEN (the user's token)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -210,3 +211,45 @@ def test_wait_listens_to_the_event_stream_instead_of_polling(stack, hub, tmp_pat
     finally:
         services.stop()
         remove_remote(stack, f"hpcbridge-it/{services.run_id}")
+
+
+def test_wait_goes_on_through_a_middleware_restart(stack, tmp_path):
+    """The stream is cut when the middleware stops; Job.wait opens it again (resuming
+    after the last event it read) once the middleware is back, and sees the job end.
+    submit() sends an Idempotency-Key, kept with the job."""
+    from services import local_hpc
+
+    from hpcbridge.server.store import Store
+    services = Services(str(tmp_path), stack, auth="static",
+                        static_tokens={"tok-alice": "alice"},
+                        hpcs=[local_hpc(str(tmp_path / "data"))],
+                        extra_config="c.HPCBridgeServer.log_level = 'INFO'").start()
+    try:
+        client = Client(services.url, "tok-alice")
+        job = client.submit("hello", hpc="local", params={"name": "Cut", "lines": 8,
+                                                          "delay": 0.5})
+        store = Store(f"sqlite:///{services.data_dir}/hpcbridge.db")
+        assert store.get_job(job.id).idempotency_key
+        store.close()
+        outcome: dict = {}
+
+        def wait():
+            try:
+                outcome["job"] = job.wait(progress=False, timeout=WAIT)
+            except Exception as exc:  # shown by the assertion below
+                outcome["error"] = exc
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        time.sleep(1.5)
+        services.stop("server")  # SIGTERM: the stream ends, then nothing answers
+        time.sleep(2)
+        services._spawn("server", "server")
+        services.wait_health()
+        waiter.join(WAIT)
+        assert "error" not in outcome, outcome
+        assert job.status == "succeeded", events_of(job)
+        # the stream that was open when the middleware stopped was ended, not dropped
+        assert "200 GET /api/v1/events/stream" in services.log("server")
+    finally:
+        services.stop()

@@ -19,7 +19,8 @@ class FakeMiddleware(http.server.BaseHTTPRequestHandler):
     """Every request gets `server.answer` (status, content type, body), except: with
     `server.statuses`, GET jobs/<id> answers the job in the next of them (the last one
     sticks); with `server.stream` (status, content type, [(delay, text)]), events/stream
-    answers those chunks as they come."""
+    answers those chunks as they come (a None chunk cuts the connection); with `server.cut_posts` = n, the next n POST /jobs
+    are read and the connection closed without an answer."""
 
     protocol_version = "HTTP/1.1"
 
@@ -27,6 +28,14 @@ class FakeMiddleware(http.server.BaseHTTPRequestHandler):
         self._read_body()
         server = self.server
         server.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        if self.path.startswith("/api/v1/events/stream"):
+            server.last_event_ids.append(self.headers.get("Last-Event-ID"))
+        if self.command == "POST" and self.path == "/api/v1/jobs":
+            server.idempotency_keys.append(self.headers.get("Idempotency-Key"))
+            if server.cut_posts:  # the request arrived; the answer never does
+                server.cut_posts -= 1
+                self.close_connection = True
+                return
         if server.stream and self.path.startswith("/api/v1/events/stream"):
             return self._send_stream(*server.stream)
         if server.statuses and self.path.startswith("/api/v1/jobs/"):
@@ -60,6 +69,9 @@ class FakeMiddleware(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         for delay, text in chunks:
             time.sleep(delay)
+            if text is None:  # cut: the connection ends without the stream's last chunk
+                self.close_connection = True
+                return
             data = text.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
@@ -74,6 +86,7 @@ def middleware():
     """The fake middleware's server: set `answer`, `statuses`, `stream`; read `seen`."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeMiddleware)
     server.seen, server.statuses, server.stream = [], None, None
+    server.last_event_ids, server.idempotency_keys, server.cut_posts = [], [], 0
     server.answer = (200, "application/json", b"{}")
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
