@@ -17,6 +17,10 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"
 _GONE = object()  # queued for a body producer when the browser went away
 
 
+# request headers the middleware acts on, passed on as they are
+PASSED_HEADERS = ("Idempotency-Key", "Last-Event-ID")
+
+
 @web.stream_request_body
 class ForwardHandler(BaseHandler):
     """/hpcbridge/api/<path> → <middleware>/api/v1/<path>, streaming both ways.
@@ -39,6 +43,9 @@ class ForwardHandler(BaseHandler):
             self.path_args[0], self.request.method, query=self.request.query,
             body_producer=self._produce if has_body else None,
             header_callback=self._on_header, streaming_callback=self._on_chunk)
+        for name in PASSED_HEADERS:  # a client's retry key and its stream resume point
+            if name in self.request.headers:
+                request.headers[name] = self.request.headers[name]
         self._fetch = asyncio.ensure_future(self.fetch(request))
 
     async def data_received(self, chunk: bytes):

@@ -124,6 +124,7 @@ def lab(slurm_middleware, hub, tmp_path_factory):
 class _Answer(http.server.BaseHTTPRequestHandler):
     def _answer(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.requests.append((self.command, self.path, dict(self.headers)))
         status, ctype, body = self.server.answers.get(
             self.path.split("?")[0], (404, "application/json", json.dumps(
                 {"error": "not_found", "message": "no such thing", "details": None}).encode()))
@@ -141,9 +142,10 @@ class _Answer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_middleware():
-    """A stand-in middleware: `answers` maps a path (/api/v1/…) to (status, type, body)."""
+    """A stand-in middleware: `answers` maps a path (/api/v1/…) to (status, type, body);
+    `requests` records (method, path, headers) of what reached it."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
-    server.answers = {}
+    server.answers, server.requests = {}, []
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield server

@@ -75,6 +75,20 @@ def test_an_error_page_of_a_proxy_becomes_a_json_bad_gateway(jupyter_server, fak
     assert r.json()["error"] in ERROR_CODES
 
 
+def test_retry_key_and_stream_resume_point_reach_the_middleware(jupyter_server,
+                                                                fake_middleware):
+    fake_middleware.answers["/api/v1/jobs"] = (201, "application/json", b'{"id": "x"}')
+    fake_middleware.answers["/api/v1/events/stream"] = (200, "text/event-stream", b"")
+    server = jupyter_server({"HPCBRIDGE_URL": fake_middleware.url, "HPCBRIDGE_TOKEN": "t"})
+    assert server.http.post("api/jobs", json={"app": "hello"},
+                            headers={"Idempotency-Key": "k-1"}).status_code == 201
+    server.http.get("api/events/stream", headers={"Last-Event-ID": "42"})
+    seen = {path.split("?")[0]: {k.lower(): v for k, v in headers.items()}  # any case
+            for _, path, headers in fake_middleware.requests}
+    assert seen["/api/v1/jobs"].get("idempotency-key") == "k-1"
+    assert seen["/api/v1/events/stream"].get("last-event-id") == "42"
+
+
 @pytest.mark.parametrize("member", ["../../outside.txt", "../../../outside.txt",
                                     "/tmp/hpcbridge-outside.txt"])
 def test_results_with_a_member_outside_are_refused_whole(jupyter_server, fake_middleware,
