@@ -10,6 +10,12 @@ import type { components, operations } from './api-types';
 import { ApiError } from './errors';
 import { IFieldError, IParamRule, IResourceRule } from './validate';
 
+/** A random key for one submission (crypto.getRandomValues works outside secure contexts). */
+export function newIdempotencyKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
+}
+
 export { ApiError, IFieldError, IParamRule, IResourceRule };
 
 /*
@@ -132,8 +138,26 @@ export class HpcBridgeApi {
     return this.get<IJob>(`jobs/${encodeURIComponent(id)}`);
   }
 
-  submitJob(body: ISubmitRequest): Promise<IJob> {
-    return this.post<IJob>('api', 'jobs', body);
+  /**
+   * Submit a job. The request carries an `Idempotency-Key`: when the answer is lost
+   * (status 0), the same request is sent again with the same key, and the middleware
+   * answers with the job the first one made instead of making a second.
+   */
+  async submitJob(body: ISubmitRequest, attempts = 3): Promise<IJob> {
+    const init = {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'Idempotency-Key': newIdempotencyKey() }
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.request<IJob>('api', 'jobs', init);
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.status !== 0 || attempt >= attempts) {
+          throw error;
+        }
+      }
+    }
   }
 
   events(id: string): Promise<IJobEvent[]> {
