@@ -51,6 +51,13 @@ class HPCConfig(BaseModel):
     capacity: int = Field(50, ge=1)
     max_time_minutes: int = 24 * 60
     poll_interval: float = 5.0
+    # stage-out limits, per job (docs/security.md): a job's result/ folder, logs and job.json
+    max_result_bytes: int = Field(10 * 1024 ** 3, ge=1, description=(
+        "most bytes one job's collected results (result/, logs, job.json) may hold; past "
+        "it the job fails with a message naming the limit (default 10 GiB)"))
+    max_result_files: int = Field(100_000, ge=1, description=(
+        "most files and folders one job's collected results may hold (entries skipped as "
+        "links or special files count too); past it the job fails naming the limit"))
     # remote dirs of finished jobs: "always", "on_success" or "never"
     cleanup: Literal["always", "on_success", "never"] = "on_success"
     batch_prelude: list[str] = Field([], description=(

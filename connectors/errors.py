@@ -85,6 +85,17 @@ class JobFileError(ConnectorError):
         super().__init__(f"{path}: {why}")
 
 
+class ResultsTooLarge(JobFileError):
+    """A job's results pass a per-job limit of the HPC (max_result_bytes,
+    max_result_files): nothing more is collected, the job fails with the limit named."""
+
+
+class UnsafeSource(JobFileError):
+    """What is to be copied to the HPC (an app's folder, a user's data) is or holds a
+    symbolic link (it could lead out of its folder) or a special file: refused, never
+    followed. (Stage-out skips such entries instead, and reports them.)"""
+
+
 class RemoteFileNotFound(JobFileError, FileNotFoundError):
     """A remote file or folder is missing; also a FileNotFoundError, as LocalTransport's."""
 

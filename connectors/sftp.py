@@ -1,9 +1,11 @@
 """The transport's file methods over SFTP, for `ConnectorPool`: every path confined under
 the HPC's work root, which is resolved (`~` expanded, created) once on first use.
 
-Every SFTP call has a deadline (HPCConfig.sftp_timeout; a transfer: that long without
-progress), as SFTP calls take none of their own. A job's files are only opened when they
-are regular files (lstat first): opening a named pipe blocks until a writer appears.
+Every SFTP call has a deadline (HPCConfig.sftp_timeout; a transfer: each 4 MiB chunk),
+as SFTP calls take none of their own. A job's files are only opened when they are regular
+files (lstat first): opening a named pipe blocks until a writer appears. Uploads and
+downloads are copy.py's one-way tree copies (docs/security.md); what this module creates
+on the HPC is private (folders 0700, files 0600 unless a mode is given).
 """
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ import stat
 
 import asyncssh
 
-from .deadline import while_progressing, within
+from .copy import NOT_REGULAR, UPLOAD, CopyLimits, copy_tree, download_policy
+from .deadline import within
 from .errors import JobFileError, RemoteFileNotFound, RemoteTimeout, classify
+from .localfs import LocalSink, LocalSource
+from .sftpfs import SFTPSink, SFTPSource
 from .transport import RemoteEntry, Transport, confine
 
-NOT_REGULAR = "not a regular file (a named pipe, device, socket or symlink): not read"
+PRIVATE_DIR = asyncssh.SFTPAttrs(permissions=0o700)  # folders it creates on the HPC
 
 
 def _regular(attrs) -> bool:
@@ -39,17 +44,14 @@ class SFTPFiles(Transport):
         """One SFTP call within HPCConfig.sftp_timeout."""
         return await within(aw, self.config.sftp_timeout, f"{self.config.id}: sftp {what}")
 
-    async def _transfer(self, start, what: str):
-        return await while_progressing(start, self.config.sftp_timeout,
-                                       f"{self.config.id}: sftp {what}")
-
     async def resolve_work_root(self) -> str:
         if not self._work_root_resolved:
             async with self.sftp() as sftp:
                 root = self.config.work_root
                 if root.startswith("~"):
                     root = root[1:].lstrip("/") or "."
-                await self._op(sftp.makedirs(root, exist_ok=True), "makedirs")
+                await self._op(sftp.makedirs(root, attrs=PRIVATE_DIR, exist_ok=True),
+                               "makedirs")
                 self.work_root = await self._op(sftp.realpath(root), "realpath")
             self._work_root_resolved = True
         return self.work_root
@@ -57,67 +59,44 @@ class SFTPFiles(Transport):
     async def _path(self, path: str) -> str:
         return confine(await self.resolve_work_root(), path)
 
+    @property
+    def limits(self) -> CopyLimits:
+        return CopyLimits.of(self.config)
+
     async def makedirs(self, path):
         full = await self._path(path)
-        async with self.sftp() as sftp:
-            await self._op(sftp.makedirs(full, exist_ok=True), "makedirs")
+        async with self.sftp() as sftp:  # each folder it creates private (0700)
+            await self._op(sftp.makedirs(full, attrs=PRIVATE_DIR, exist_ok=True), "makedirs")
         return full
 
-    async def write_bytes(self, path, data, mode=0o644):
+    async def write_bytes(self, path, data, mode=0o600):
         full = await self._path(path)
         async with self.sftp() as sftp:
-            await self._op(sftp.makedirs(posixpath.dirname(full), exist_ok=True), "makedirs")
-            f = await self._op(sftp.open(full, "wb"), f"open {full}")
-            await self._op(f.write(data), f"write {full}")
-            await self._op(f.close(), f"close {full}")
-            await self._op(sftp.chmod(full, mode), "chmod")
+            await self._op(sftp.makedirs(posixpath.dirname(full), attrs=PRIVATE_DIR,
+                                         exist_ok=True), "makedirs")
+            writer = await SFTPSink(self, sftp).create(full, mode)
+            try:
+                await writer.write(data)
+            finally:
+                await writer.close()
 
     async def upload(self, local, remote):
+        """Stage-in (copy.py's rules): links and special files refused, 0700/0600."""
         full = await self._path(remote)
         async with self.sftp() as sftp:
-            if os.path.isdir(local):
-                await self._op(sftp.makedirs(full, exist_ok=True), "makedirs")
-                sources = [os.path.join(local, n) for n in os.listdir(local)]
-                await self._transfer(lambda progress: sftp.put(
-                    sources, full, recurse=True, preserve=True, follow_symlinks=False,
-                    progress_handler=progress), f"upload to {full}")
-            else:
-                await self._op(sftp.makedirs(posixpath.dirname(full), exist_ok=True),
-                               "makedirs")
-                await self._transfer(lambda progress: sftp.put(
-                    local, full, preserve=True, progress_handler=progress),
-                    f"upload to {full}")
+            await self._op(sftp.makedirs(posixpath.dirname(full), attrs=PRIVATE_DIR,
+                                         exist_ok=True), "makedirs")
+            return await copy_tree(LocalSource(), local, SFTPSink(self, sftp), full, UPLOAD)
 
-    async def download(self, remote, local):
-        """A regular file, or a folder's regular files and folders (a named pipe, device,
-        socket or symlink inside is skipped: never opened, never followed)."""
+    async def download(self, remote, local, report=None):
+        """Stage-out (copy.py's rules): regular files and folders only (links and special
+        files skipped into the report), 0700/0600 here, within the HPC's per-job limits."""
         full = await self._path(remote)
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
         async with self.sftp() as sftp:
-            attrs = await self._lstat(sftp, full)
-            if _is_dir(attrs):
-                os.makedirs(local, exist_ok=True)
-                await self._get_tree(sftp, full, local)
-            elif _regular(attrs):
-                os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-                await self._get(sftp, full, local)
-            else:
-                raise JobFileError(full, NOT_REGULAR)
-
-    async def _get_tree(self, sftp, folder: str, local: str) -> None:
-        for entry in await self._op(sftp.readdir(folder), f"readdir {folder}"):
-            if entry.filename in (".", ".."):
-                continue
-            source = posixpath.join(folder, entry.filename)
-            target = os.path.join(local, entry.filename)
-            if _is_dir(entry.attrs):
-                os.makedirs(target, exist_ok=True)
-                await self._get_tree(sftp, source, target)
-            elif _regular(entry.attrs):
-                await self._get(sftp, source, target)
-
-    async def _get(self, sftp, source: str, target: str) -> None:
-        await self._transfer(lambda progress: sftp.get(
-            source, target, preserve=True, progress_handler=progress), f"download {source}")
+            return await copy_tree(SFTPSource(self, sftp), full,
+                                   LocalSink(os.path.abspath(local)), os.path.abspath(local),
+                                   download_policy(self.limits), report)
 
     async def _lstat(self, sftp, full: str):
         try:

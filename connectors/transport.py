@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from hpcbridge.archive import UnsafePath, confine_remote
 
+from .config import HPCConfig
+from .copy import UPLOAD, CopyLimits, CopyReport, copy_tree, download_policy
 from .errors import CommandFailed, JobFileError, PathOutsideWorkRoot, classify
+from .localfs import LocalSink, LocalSource, make_private_dirs
+
+# for a LocalTransport built without limits: HPCConfig's defaults
+DEFAULT_LIMITS = CopyLimits(HPCConfig.model_fields["max_result_bytes"].default,
+                            HPCConfig.model_fields["max_result_files"].default)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Transport:
 
     work_root: str
     commands: CommandCounter
+    limits: CopyLimits  # of a job's stage-out (HPCConfig.max_result_bytes/_files)
 
     async def run(self, argv: Sequence[str], stdin: str | None = None,
                   timeout: float | None = None) -> CommandResult:
@@ -81,15 +89,24 @@ class Transport:
     async def makedirs(self, path: str) -> str:
         raise NotImplementedError
 
-    async def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    async def write_bytes(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """A file with exactly `mode` (private by default); a link in its place is
+        replaced, never written through."""
         raise NotImplementedError
 
-    async def upload(self, local: str, remote: str) -> None:
-        """Copy a local file or folder tree to `remote` (created)."""
+    async def upload(self, local: str, remote: str) -> CopyReport:
+        """Stage-in: copy a local file or folder tree to `remote` (created) by copy.py's
+        rules: a link or special file anywhere refuses the copy (UnsafeSource), folders
+        are made 0700, files 0600 (0700 if executable)."""
         raise NotImplementedError
 
-    async def download(self, remote: str, local: str) -> None:
-        """Copy a remote file or folder tree to `local`."""
+    async def download(self, remote: str, local: str,
+                       report: CopyReport | None = None) -> CopyReport:
+        """Stage-out: copy a remote regular file or folder tree to `local` by copy.py's
+        rules: only regular files and folders (links and special files skipped, listed in
+        the report), 0700/0600 here, never outside `local`. The limits (self.limits) apply
+        to the running totals of `report`: pass one report to every download of a job.
+        Past them: ResultsTooLarge. Unreadable: JobFileError. Local errors: OSError."""
         raise NotImplementedError
 
     async def listdir(self, path: str) -> list[RemoteEntry]:
@@ -123,15 +140,16 @@ class Transport:
 class LocalTransport(Transport):
     """This machine as the 'HPC': for the local handler and the embedded default."""
 
-    def __init__(self, work_root: str):
+    def __init__(self, work_root: str, limits: CopyLimits | None = None):
         self.work_root = os.path.abspath(os.path.expanduser(work_root))
         self.commands = CommandCounter()
+        self.limits = limits or DEFAULT_LIMITS
 
     def _path(self, path: str) -> str:
         return confine(self.work_root, path)
 
     async def resolve_work_root(self) -> str:
-        os.makedirs(self.work_root, exist_ok=True)
+        await asyncio.to_thread(make_private_dirs, self.work_root)
         return self.work_root
 
     async def run(self, argv, stdin=None, timeout=None):
@@ -146,41 +164,38 @@ class LocalTransport(Transport):
 
     async def makedirs(self, path):
         full = self._path(path)
-        await asyncio.to_thread(os.makedirs, full, exist_ok=True)
+        await asyncio.to_thread(make_private_dirs, full)
         return full
 
-    async def write_bytes(self, path, data, mode=0o644):
+    async def write_bytes(self, path, data, mode=0o600):
         full = self._path(path)
-
-        def write():
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            with open(full, "wb") as f:
-                f.write(data)
-            os.chmod(full, mode)
-        await asyncio.to_thread(write)
+        await asyncio.to_thread(make_private_dirs, os.path.dirname(full))
+        sink = LocalSink(self.work_root, for_hpc=True)
+        writer = await sink.create(full, mode)
+        try:
+            await writer.write(data)
+        finally:
+            await writer.close()
 
     async def upload(self, local, remote):
         full = self._path(remote)
 
-        def copy():
-            if os.path.isdir(local):
-                shutil.copytree(local, full, dirs_exist_ok=True, symlinks=False)
-            else:
-                os.makedirs(os.path.dirname(full), exist_ok=True)
-                shutil.copy2(local, full)
-        await asyncio.to_thread(copy)
+        def copy():  # the whole copy in one thread (copy.py's rules, direct calls)
+            make_private_dirs(os.path.dirname(full))
+            return asyncio.run(copy_tree(LocalSource(inline=True), local,
+                                         LocalSink(full, for_hpc=True, inline=True), full,
+                                         UPLOAD))
+        return await asyncio.to_thread(copy)
 
-    async def download(self, remote, local):
-        full = self._path(remote)
+    async def download(self, remote, local, report=None):
+        full, local = self._path(remote), os.path.abspath(local)
 
         def copy():
-            if os.path.isdir(full):
-                shutil.copytree(full, local, dirs_exist_ok=True, symlinks=False,
-                                ignore_dangling_symlinks=True)
-            else:
-                os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-                shutil.copy2(full, local)
-        await asyncio.to_thread(copy)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            return asyncio.run(copy_tree(LocalSource(inline=True), full,
+                                         LocalSink(local, inline=True), local,
+                                         download_policy(self.limits), report))
+        return await asyncio.to_thread(copy)
 
     async def listdir(self, path):
         full = self._path(path)
