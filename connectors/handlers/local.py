@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Sequence
 
+from ..copy import CopyLimits
 from ..errors import SchedulerError
 from ..spec import JobSpec, render_batch_script
 from ..state import CANCELLED, FAILED, RUNNING, SUCCEEDED, UNKNOWN, JobState
@@ -37,7 +38,7 @@ class LocalHandler(SchedulerHandler):
 
     @classmethod
     def default_transport(cls, config):
-        return LocalTransport(config.work_root)
+        return LocalTransport(config.work_root, CopyLimits.of(config))
 
     @property
     def _state_root(self) -> str:
