@@ -62,9 +62,17 @@ def _refusal_pause(attempt: int) -> float:
 
 
 # After a reconnect spent its whole retry budget, callers queued behind it fail at once for
-# this long instead of each spending the budget again, one after the other: a poll round
-# against a dead login node ends in seconds, not in (commands x budget).
+# a while instead of each spending the budget again, one after the other: a poll round
+# against a dead login node ends in seconds, not in (commands x budget). The pause doubles
+# with each failed reconnect in a row (up to 15 s, so that a login node that is back is
+# seen soon), so a login node that hangs (accepts, never speaks SSH) is not tried again
+# every few seconds.
 _DOWN_COOLDOWN = 2.0
+_DOWN_COOLDOWN_MAX = 15.0
+
+
+def _down_pause(failures: int) -> float:
+    return min(_DOWN_COOLDOWN_MAX, _DOWN_COOLDOWN * 2 ** max(0, failures - 1))
 
 
 class _RateLimiter:
@@ -106,6 +114,7 @@ class ConnectorPool(SFTPFiles):
             for index in range(config.connections):
                 self._slots.put_nowait(index)
         self._down: list[tuple[float, str] | None] = [None] * config.connections
+        self._failures = [0] * config.connections  # failed reconnects in a row
         self._limiter = _RateLimiter(config.commands_per_minute)
         #: channels sshd refused and that were retried (see _OPEN_ATTEMPTS)
         self.channel_refusals = 0
@@ -164,9 +173,11 @@ class ConnectorPool(SFTPFiles):
             except (OSError, asyncio.TimeoutError, RemoteTimeout, asyncssh.Error) as exc:
                 message = (f"cannot reach {self.config.id} ({self._describe()}): "
                            f"{exc or type(exc).__name__}")
-                self._down[index] = (time.monotonic() + _DOWN_COOLDOWN, message)
+                self._failures[index] += 1
+                self._down[index] = (time.monotonic() + _down_pause(self._failures[index]),
+                                     message)
                 raise HPCUnavailable(message) from exc
-            self._down[index] = None
+            self._down[index], self._failures[index] = None, 0
             self._conns[index] = conn
             return conn
 

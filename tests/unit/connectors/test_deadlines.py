@@ -71,3 +71,10 @@ async def test_a_cancelled_wait_for_a_channel_loses_no_slot():
         waiter.cancel()
     await asyncio.sleep(0.05)
     assert p._slots.qsize() == 1
+
+
+def test_a_login_node_down_again_and_again_is_tried_less_often():
+    from hpcbridge.connectors.pool import _DOWN_COOLDOWN_MAX, _down_pause
+    pauses = [_down_pause(n) for n in range(1, 8)]
+    assert pauses[0] == 2.0 and pauses[1] == 4.0
+    assert pauses == sorted(pauses) and pauses[-1] == _DOWN_COOLDOWN_MAX
