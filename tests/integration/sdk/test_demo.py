@@ -1,9 +1,13 @@
 """The README's first command, headless: the whole system on embedded defaults."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import httpx
+import psutil
 import pytest
 from services import free_port
 
@@ -53,3 +57,81 @@ def test_second_run_works(tmp_path):
     for _ in range(2):
         result = run_demo(data_dir, free_port())
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- stopping: signals, and what a killed demo leaves behind ----------------------------------
+def start_demo(data_dir, port) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpcbridge.cli", "demo", "--headless", "--port", str(port),
+         "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_running(proc, data_dir, port, timeout=60) -> dict:
+    """The demo's pid file once the middleware answers (the sample job then runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            state = json.loads((data_dir / "demo.pid").read_text())
+            if len(state["children"]) == 2 and httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200:
+                return state
+        except (OSError, ValueError, httpx.TransportError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the demo did not start")
+
+
+def running(state: dict) -> list[int]:
+    """The pids of the pid file (demo, children, embedded Redis) that still run."""
+    out = []
+    for entry in [state["demo"], *state["children"], state["redis"]]:
+        try:
+            proc = psutil.Process(entry["pid"])
+            if abs(proc.create_time() - entry["created"]) < 1 and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(entry["pid"])
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def wait_gone(state: dict, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while running(state) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return running(state)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_stops_every_process_of_the_demo(tmp_path, sig):
+    data_dir, port = tmp_path / "demo", free_port()
+    proc = start_demo(data_dir, port)
+    try:
+        state = wait_running(proc, data_dir, port)
+        assert len(running(state)) == 4  # demo, middleware, maintainer, embedded Redis
+        started = time.monotonic()
+        proc.send_signal(sig)
+        assert wait_gone(state, 15) == []
+        assert time.monotonic() - started < 15
+        assert proc.wait(5) == 0
+        assert _processes_mentioning(str(data_dir)) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_demo_killed_outright_is_cleaned_up_by_the_next(tmp_path):
+    data_dir, port = tmp_path / "demo", free_port()
+    proc = start_demo(data_dir, port)
+    state = wait_running(proc, data_dir, port)
+    proc.kill()  # kill -9: nothing of the demo's own clean-up runs
+    proc.wait()
+    assert len(running(state)) == 3  # its middleware, maintainer and Redis live on
+    result = run_demo(data_dir, port)  # the same port and data dir
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "left by an earlier demo" in result.stdout
+    assert wait_gone(state, 5) == []
+    assert _processes_mentioning(str(data_dir)) == []

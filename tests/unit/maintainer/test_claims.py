@@ -55,3 +55,24 @@ def test_a_worker_is_alive_while_its_heartbeat_is_young(store):
     assert alive_workers(rt) == {"me", "other"}  # this worker is alive by definition
     rt.site.worker_timeout = 0.0
     assert alive_workers(rt) == {"me"}
+
+
+def test_claims_on_a_dead_redis_never_raise_and_come_back(redis, store, tmp_path):
+    """A claim that cannot be taken is not taken; a release that fails is harmless; the
+    claims a worker holds are written again once Redis comes back empty."""
+    import redis as redis_py
+    dead = redis_py.Redis(unix_socket_path=str(tmp_path / "nothing.sock"),
+                          socket_connect_timeout=1, socket_timeout=1)
+    w1 = _RT(redis, store, "w1")
+    assert claims.take(w1, "job")
+    assert claims.held(w1) == ["job"]
+    w1.redis = dead
+    assert not claims.take(w1, "other")  # no exception, no claim
+    claims.release(w1, "nothing-held")  # no exception
+    w1.redis = redis
+    redis.flushall()  # Redis restarted empty: the claim is gone...
+    assert claims.reassert(w1) == 1  # ...and written again by its holder
+    assert redis.get("claims-test:claim:job") == b"w1"
+    w1.redis = dead
+    claims.release(w1, "job")  # fails quietly; the claim is no longer held here
+    assert claims.held(w1) == []
