@@ -14,17 +14,16 @@ BEFORE_SUBMIT = (S.QUEUED, S.STAGING)
 def send(rt, job) -> str:
     """One attempt to honour `job`'s cancel request; what was done.
 
-    Before submission the job is made sure never to reach the scheduler (a worker that
-    died after sbatch is looked up by name and taken back) and ends `cancelled`; in the
-    scheduler's queue it is asked to stop, and the poller sees it end. A job that is
-    `finishing` is left to finish (its outcome is known). Connector errors are raised:
-    the caller decides how to wait for the HPC."""
+    Before submission the job is made sure never to reach the scheduler and ends
+    `cancelled`: if an sbatch was attempted (submit_attempted_at) the scheduler may hold it
+    under its name, so it is looked up and taken back first (a lookup that fails raises:
+    unknown, the cancel waits). In the scheduler's queue it is asked to stop, and the
+    poller sees it end. A job that is `finishing` is left to finish (its outcome is known).
+    Connector errors are raised: the caller decides how to wait for the HPC."""
     handler = rt.handlers[job.hpc]
     if job.status in BEFORE_SUBMIT:
-        if job.status == S.STAGING:
-            found = rt.run(handler.find_by_name(job_name(job.id)))
-            if found:
-                rt.run(handler.cancel(found))
+        if job.submit_attempted_at or job.scheduler_id:
+            take_back(rt, job)
         rt.store.transition(job.id, S.CANCELLED, "cancelled before it reached the scheduler",
                             expect=BEFORE_SUBMIT)
         return "cancelled"
@@ -34,3 +33,22 @@ def send(rt, job) -> str:
                            f"asked {job.hpc} to cancel {job.scheduler_id}", touch=False)
         return "cancel sent"
     return "nothing to cancel"
+
+
+def take_back(rt, job, rounds: int = 3) -> list[str]:
+    """Make sure no scheduler job of `job`'s name survives: look it up by name and cancel
+    what is found, until a lookup finds nothing or only what was already cancelled (a
+    handler without cancel-by-name: find_by_name answers one id at a time). The ids
+    cancelled."""
+    handler = rt.handlers[job.hpc]
+    name = job_name(job.id)
+    cancelled: list[str] = []
+    for _ in range(rounds):
+        found = rt.run(handler.find_by_name(name))
+        if not found or found in cancelled:
+            break
+        rt.run(handler.cancel(found))
+        cancelled.append(found)
+        rt.store.add_event(job.id, "cancel_sent", f"asked {job.hpc} to cancel {found}, "
+                           "submitted under this job's name", touch=False)
+    return cancelled

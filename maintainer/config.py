@@ -17,16 +17,32 @@ class Maintainer(Configurable):
     # --- the poller lease ---------------------------------------------------------------
     lease_poll_intervals = Float(3.0, help="""The poller lease of an HPC lasts this many of
         its poll intervals (HPCConfig.poll_interval), renewed each cycle: when the worker
-        holding it dies, another takes the HPC over after at most that long.""").tag(config=True)
+        holding it dies, another takes the HPC over after at most that long. Renewed also
+        while a slow cycle waits on the HPC (every third of the lease).""").tag(config=True)
     lease_min_seconds = Float(15.0, help="""Shortest poller lease, in seconds, whatever the
         poll interval: a slow cycle must not lose the lease to another worker."""
                               ).tag(config=True)
     poll_jitter = Float(0.2, help="""Each HPC is polled every poll_interval × (1 ± this), at
         random, so that the pollers of many sites do not hit a scheduler in step."""
                         ).tag(config=True)
-    poll_tick_seconds = Float(0.2, help="""Longest sleep of the poller thread between looks at
-        which HPC is due (shorter when an HPC's poll interval is)."""
-                              ).tag(config=True)
+    cycle_deadline_seconds = Float(180.0, help="""Longest a poll cycle of one HPC may wait on
+        it (each HPC is polled in a thread of its own): what is still running then is
+        cancelled and the HPC counts as unreachable for that cycle. Longer than the
+        connectors' own deadlines (HPCConfig.command_timeout, sftp_timeout), which normally
+        end a hung call first.""").tag(config=True)
+    idle_probe_seconds = Float(60.0, help="""An HPC with no job in its scheduler is asked one
+        cheap command this often (and every cycle while it is unreachable), so that its
+        reachability shown to users is current.""").tag(config=True)
+
+    # --- jobs the scheduler no longer shows ----------------------------------------------
+    lost_after_seconds = Float(120.0, help="""A watched job missing from the scheduler's queue
+        with no end in its accounting (which lags by seconds) for this long is looked up by
+        name: followed under the id it has now, or failed as lost by the scheduler (after
+        twice this long when only accounting still remembers it, never ended). A job whose
+        id now names another job is looked up at once.""").tag(config=True)
+    lookups_per_cycle = Int(20, help="""Most lookups by name (one or two scheduler commands
+        each) a poll cycle sends for such jobs; the rest wait for the next cycle."""
+                            ).tag(config=True)
 
     # --- handing jobs to the pool ---------------------------------------------------------
     resend_seconds = Float(30.0, help="""The poller hands a queued or stuck job to the worker

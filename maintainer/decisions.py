@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
 from hpcbridge.connectors.state import RUNNING, JobState
 from hpcbridge.lifecycle import FINAL, JobStatus
 
@@ -54,3 +55,66 @@ def final_message(outcome: str, exit_code: int | None, scheduler_state: str | No
         return f"failed: {state}" + (f" (exit code {exit_code})" if exit_code else "")
     return f"failed with exit code {exit_code}" if exit_code is not None else \
         f"failed: {reason or state or 'unknown reason'}"
+
+
+# --- whose record is it, and what to do about a job the scheduler no longer shows ----------
+OURS, REUSED, UNSEEN = "ours", "reused", "unseen"
+
+
+def record_verdict(state: JobState | None, expected_name: str) -> str:
+    """Whether the scheduler's record under a job's id is that job's.
+
+    OURS: act on it. REUSED: the record carries another job's name, so the id was given
+    to someone else (a controller that lost its newest jobs): look the job up by name.
+    UNSEEN: no record, or "not known yet" (accounting lags): wait, and look it up by name
+    once that lasts (Maintainer.lost_after_seconds). A record without a name (a handler
+    that does not report one) is taken as ours."""
+    if state is None:
+        return UNSEEN
+    name = getattr(state, "name", None)
+    if name and name != expected_name:
+        return REUSED
+    return UNSEEN if state.status not in (RUNNING, S.SUBMITTED, *FINAL) else OURS
+
+
+def on_lookup(verdict: str, scheduler_id: str, found: str | None, scheduler: str,
+              unseen_seconds: float, lost_after: float) -> Decision:
+    """What a lookup by name (`found`: the id the scheduler knows the job's name by, or
+    None when neither its queue nor its accounting does) means for a watched job.
+
+    Found under another id: the job is followed under that id (fields). Found nowhere:
+    the scheduler lost it, it ends failed rather than stay `running`. Found under the same
+    id but never seen by status for twice lost_after: only accounting remembers it, never
+    ended: lost too. Otherwise: wait."""
+    lost = Decision(S.FAILED, f"the scheduler lost this job: {scheduler} no longer knows "
+                              f"job {scheduler_id} and has no other job of its name")
+    if found is None:
+        return lost
+    if found != scheduler_id:
+        return Decision(None, f"{scheduler} knows this job as {found} (id {scheduler_id} "
+                              "was given to another job)", {"scheduler_id": found})
+    if verdict == REUSED or unseen_seconds >= 2 * lost_after:
+        return Decision(S.FAILED, f"the scheduler lost this job: {scheduler} neither queues "
+                                  f"job {scheduler_id} nor recorded its end")
+    return Decision(None)
+
+
+# --- what a remote error means for a job -------------------------------------------------
+WAIT, WAIT_UNHEALTHY, FAIL, RETRY_LOCAL = "wait", "wait_unhealthy", "fail", "retry_local"
+
+
+def on_error(exc: BaseException) -> str:
+    """The one reading of an error for a job's step (design: "Failures have classes").
+
+    WAIT: the HPC (connection, deadline, controller): the job stays where it is and is
+    tried again. WAIT_UNHEALTHY: the site's settings (host key, key): the same, and the
+    HPC is marked unhealthy for the admin. FAIL: the job's own (its files, a limit the
+    scheduler refuses). RETRY_LOCAL: this machine (the result store full or read-only):
+    the job stays, tried again."""
+    if isinstance(exc, HPCUnavailable):
+        return WAIT_UNHEALTHY if exc.site_misconfigured else WAIT
+    if isinstance(exc, ConnectorError):  # before OSError: a missing remote file is both
+        return FAIL
+    if isinstance(exc, OSError):
+        return RETRY_LOCAL
+    return FAIL

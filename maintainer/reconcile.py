@@ -6,8 +6,10 @@ import datetime as dt
 from collections.abc import Callable
 
 from hpcbridge.clock import aware, utcnow
+from hpcbridge.connectors.spec import job_name
 from hpcbridge.lifecycle import JobStatus
 
+from .decisions import on_lookup
 from .liveness import alive_workers
 
 CLAIMED_STEPS = (JobStatus.STAGING, JobStatus.FINISHING)  # steps a worker holds a job in
@@ -31,3 +33,22 @@ def reconcile(rt, hpc, offer: Callable[..., None]) -> None:
             offer(job.id, hpc.id, force=True)
         elif now - aware(job.updated_at) > stale:
             offer(job.id, hpc.id)
+
+
+def resolve_unseen(rt, hpc, job, verdict: str, unseen_seconds: float) -> str | None:
+    """A watched job the scheduler no longer shows under its id (or shows another job
+    under it): look it up by name and act (decisions.on_lookup) — followed under the id
+    its name has now, or failed as lost, never left `running` for good. The status it was
+    moved to, if any. A lookup that fails raises (unknown: ask again)."""
+    found = rt.run(rt.handlers[hpc.id].find_by_name(job_name(job.id)))
+    decision = on_lookup(verdict, job.scheduler_id, found, hpc.scheduler, unseen_seconds,
+                         rt.tuning.lost_after_seconds)
+    if decision.fields:
+        rt.store.update_job(job.id, **decision.fields)
+        rt.store.add_event(job.id, "scheduler_id", decision.message)
+        return None
+    if decision.status is None:
+        return None
+    moved = rt.store.transition(job.id, decision.status, decision.message,
+                                expect=[JobStatus.SUBMITTED, JobStatus.RUNNING])
+    return decision.status if moved else None

@@ -1,9 +1,12 @@
 """Moving files: stage-in before submit, stage-out when a job ends."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+from dataclasses import dataclass, field
 
+from hpcbridge.connectors.errors import JobFileError
 from hpcbridge.connectors.layout import COLLECTED_FILES, RESULT_DIR, WorkDir
 from hpcbridge.connectors.transport import Transport
 
@@ -30,18 +33,79 @@ async def stage_in(transport: Transport, job, app_path: str, upload_path: str | 
     return sent + 1
 
 
-async def stage_out(transport: Transport, workdir: WorkDir, dest: str) -> int:
+class ResultsIncomplete(Exception):
+    """A collected copy does not match the remote listing (a file the job still changes
+    after its end): never swapped in; the job's own, the HPC copy is kept."""
+
+
+@dataclass
+class Collected:
+    """What stage-out brought home: files, and what it left out (with why)."""
+
+    files: int = 0
+    skipped: list[str] = field(default_factory=list)  # not regular files: never followed
+    unreadable: list[str] = field(default_factory=list)  # logs the job made unreadable
+
+
+async def stage_out(transport: Transport, workdir: WorkDir, dest: str) -> Collected:
     """The results folder and the job's logs and job.json into the middleware's result
-    store (written aside, then swapped in whole); files collected."""
+    store: written aside, checked against the remote listing (every regular file there,
+    of the same size), then swapped in whole.
+
+    Raises a ConnectorError for the HPC's side (JobFileError: a result the job made
+    unreadable), OSError for this machine's (the result store full or read-only) and
+    ResultsIncomplete when the copy does not match: then nothing is swapped in."""
     tmp = dest + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    await asyncio.to_thread(_fresh, tmp)
     entries = {e.path: e for e in await transport.listdir(workdir.path)}
+    done = Collected()
     if RESULT_DIR in entries and entries[RESULT_DIR].is_dir:
         await transport.download(workdir.result, os.path.join(tmp, RESULT_DIR))
     for name in COLLECTED_FILES:
-        if name in entries:
-            await transport.download(workdir.join(name), os.path.join(tmp, name))
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
-    return sum(len(files) for _, _, files in os.walk(dest))
+        if name in entries and not entries[name].is_dir:
+            try:
+                await transport.download(workdir.join(name), os.path.join(tmp, name))
+            except JobFileError as exc:  # the job's log or job.json, not its results
+                done.unreadable.append(f"{name}: {exc.why}")
+    wanted = [e for p, e in entries.items() if not e.is_dir and
+              (p.startswith(RESULT_DIR + "/") or p in COLLECTED_FILES)]
+    done.skipped, done.files = await asyncio.to_thread(_verify, tmp, wanted,
+                                                       {u.split(":")[0] for u in done.unreadable})
+    await asyncio.to_thread(_swap, tmp, dest)
+    return done
+
+
+def _fresh(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+
+
+def _verify(tmp: str, wanted, unreadable: set[str]) -> tuple[list[str], int]:
+    """Every listed file is here with its size, or was left out on purpose (a link, a
+    pipe: anything not a regular file, which a download never opens). (skipped, files)."""
+    skipped, files = [], 0
+    for entry in wanted:
+        local = os.path.join(tmp, entry.path)
+        try:
+            size = os.lstat(local).st_size
+        except FileNotFoundError:
+            if entry.path not in unreadable:
+                skipped.append(entry.path)
+            continue
+        if size != entry.size:
+            raise ResultsIncomplete(f"{entry.path}: {size} bytes collected, "
+                                    f"{entry.size} on the HPC")
+        files += 1
+    return skipped, files
+
+
+def _swap(tmp: str, dest: str) -> None:
+    """Put the verified copy in place of any older one (a retried collection)."""
+    if os.path.lexists(dest):
+        old = dest + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)

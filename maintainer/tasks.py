@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import os
 
-from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
+from hpcbridge.clock import utcnow
+from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable, SchedulerError
 from hpcbridge.connectors.layout import WorkDir
 from hpcbridge.connectors.spec import job_name
 from hpcbridge.lifecycle import FINAL, JobStatus
 from hpcbridge.manifest import ManifestError
+from hpcbridge.taskqueue import TASK_TIMEOUT_SECONDS
 
 from . import cancel as cancels
 from .admission import admit
 from .claims import claimed
-from .decisions import final_message
+from .decisions import RETRY_LOCAL, WAIT, WAIT_UNHEALTHY, final_message, on_error
 from .jobspec import spec_for
 from .logs import tail_logs
 from .runtime import Runtime, current
@@ -22,11 +24,19 @@ from .staging import stage_in, stage_out
 
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
+# a whole stage-in or stage-out: each of its calls has the connectors' own deadline (a
+# transfer: while it makes progress); this bounds the sum, within the rq task's limit
+TRANSFER_TIMEOUT_SECONDS = TASK_TIMEOUT_SECONDS - 120
 
 
 def advance(job_id: str) -> str:
-    """Move one job as far as it can go now (rq entry point)."""
-    return drive(current(), job_id)
+    """Move one job as far as it can go now (rq entry point). Nothing escapes: whatever
+    went wrong is logged, and the job is offered again by the poller's reconciliation."""
+    try:
+        return drive(current(), job_id)
+    except Exception as exc:
+        log.exception("advancing job %s", job_id)
+        return f"error: {type(exc).__name__}: {exc}"
 
 
 def drive(rt: Runtime, job_id: str) -> str:
@@ -54,6 +64,9 @@ def cancel(rt: Runtime, job) -> str:
     except HPCUnavailable as exc:
         rt.store.add_event(job.id, "waiting", f"cancel waits for {job.hpc}: {exc}")
         return "hpc unavailable"
+    except ConnectorError as exc:  # refused by the scheduler: said, and tried again later
+        rt.store.add_event(job.id, "cancel_failed", f"the cancel was refused: {exc}")
+        return "cancel refused"
 
 
 def _exclusively(rt: Runtime, job_id: str, status: str, step) -> str:
@@ -79,34 +92,63 @@ def _stage_and_submit(rt: Runtime, job) -> str:
         work_root = rt.run(handler.transport.resolve_work_root())
         workdir = WorkDir.of(work_root, job.user, job.id)
         rt.store.update_job(job.id, remote_dir=workdir.path, worker=rt.worker_id)
-        # idempotent submission: a worker that died after sbatch left the job there
-        existing = rt.run(handler.find_by_name(job_name(job.id)))
-        if existing:
-            rt.store.transition(job.id, S.SUBMITTED, f"found already submitted as {existing}",
-                                expect=[S.STAGING], scheduler_id=existing)
-            return "found"
+        if job.submit_attempted_at:
+            # an sbatch was tried (a worker died, or its answer was lost): the scheduler
+            # may have the job. A lookup that fails raises: unknown, ask again later.
+            existing = rt.run(handler.find_by_name(job_name(job.id)))
+            if existing:
+                rt.store.transition(job.id, S.SUBMITTED, f"found already submitted as "
+                                    f"{existing}", expect=[S.STAGING], scheduler_id=existing)
+                return "found"
         app = rt.store.get_app(job.app)
         upload = rt.store.get_upload(job.upload) if job.upload else None
         # built before staging: a job that cannot run stages nothing
         spec = spec_for(job, app, workdir, rt.hpcs[job.hpc], bool(upload))
         sent = rt.run(stage_in(handler.transport, job, app.path,
-                               upload.path if upload else None, workdir))
+                               upload.path if upload else None, workdir),
+                      timeout=TRANSFER_TIMEOUT_SECONDS)
         rt.store.add_event(job.id, "staged", f"staged {sent} items into {workdir.path}")
         if rt.store.get_job(job.id).cancel_requested:
             return cancel(rt, rt.store.get_job(job.id))
+        # recorded before sbatch: from now on only a lookup by name can tell
+        rt.store.update_job(job.id, submit_attempted_at=utcnow())
         scheduler_id = rt.run(handler.submit(spec))
-    except HPCUnavailable as exc:
-        rt.store.set_hpc_state(job.hpc, reachable=False, message=str(exc))
-        rt.store.transition(job.id, S.QUEUED, f"waiting for {job.hpc}: {exc}",
-                            event_type="waiting", expect=[S.STAGING])
-        return "hpc unavailable"
     except ManifestError as exc:
         rt.store.transition(job.id, S.FAILED, exc.message)
         return "failed"
-    except (ConnectorError, OSError, ValueError) as exc:
-        rt.store.transition(job.id, S.FAILED, f"staging failed: {exc}")
-        return "failed"
+    except Exception as exc:  # every error has its class (decisions.on_error)
+        return _staging_failed(rt, job, exc)
     return _submitted(rt, job, scheduler_id)
+
+
+def _staging_failed(rt: Runtime, job, exc: Exception) -> str:
+    """The HPC's trouble sends the job back to the queue to wait (offered again by the
+    poller: every Maintainer.resend_seconds, at once when the HPC is back); the job's own
+    ends it with the reason."""
+    action = on_error(exc)
+    if action in (WAIT, WAIT_UNHEALTHY):
+        hpc_unavailable(rt, job.hpc, exc)
+        rt.store.transition(job.id, S.QUEUED, f"waiting for {job.hpc}: {exc}",
+                            event_type="waiting", expect=[S.STAGING])
+        return "hpc unavailable"
+    if isinstance(exc, SchedulerError):
+        message = str(exc)  # "sbatch refused the job: …": the scheduler's own words
+    elif isinstance(exc, (ConnectorError, OSError, ValueError)):
+        message = f"staging failed: {exc}"
+    else:  # a bug, not the job's fault; still the job must not stay in staging for good
+        log.exception("staging %s", job.id)
+        message = f"staging failed: {type(exc).__name__}: {exc}"
+    rt.store.transition(job.id, S.FAILED, message, expect=[S.STAGING])
+    return "failed"
+
+
+def hpc_unavailable(rt: Runtime, hpc: str, exc: BaseException) -> None:
+    """Record why an HPC cannot be used now: unreachable, with the reason (and for a site
+    misconfiguration, that an admin must act), so the admin sees it in GET /hpcs."""
+    message = str(exc)
+    if getattr(exc, "site_misconfigured", False):
+        message = f"misconfigured (an administrator must fix it): {message}"
+    rt.store.set_hpc_state(hpc, reachable=False, message=message, checked_at=utcnow())
 
 
 def _submitted(rt: Runtime, job, scheduler_id: str) -> str:
@@ -115,7 +157,11 @@ def _submitted(rt: Runtime, job, scheduler_id: str) -> str:
     moved = rt.store.transition(job.id, S.SUBMITTED, f"submitted to {job.hpc} as {scheduler_id}",
                                 expect=[S.STAGING], scheduler_id=scheduler_id)
     if not moved:  # cancelled meanwhile by another worker: take the submission back
-        rt.run(rt.handlers[job.hpc].cancel(scheduler_id))
+        try:
+            rt.run(rt.handlers[job.hpc].cancel(scheduler_id))
+        except ConnectorError as exc:
+            rt.store.add_event(job.id, "cancel_failed", f"could not take back "
+                               f"{scheduler_id}: {exc}", touch=False)
         return "cancelled"
     if rt.store.get_job(job.id).cancel_requested:
         return cancel(rt, rt.store.get_job(job.id))
@@ -128,28 +174,62 @@ def finish(rt: Runtime, job) -> str:
 
 
 def _finish(rt: Runtime, job) -> str:
-    handler = rt.handlers[job.hpc]
     rt.store.update_job(job.id, worker=rt.worker_id)
     try:
-        if job.remote_dir:
-            tail_logs(rt, handler, [job], until_end=True)
-            dest = os.path.join(rt.site.results_dir, job.id)
-            files = rt.run(stage_out(handler.transport, WorkDir(job.remote_dir), dest))
-            rt.store.add_event(job.id, "results", f"{files} result files collected",
-                               touch=False)
-    except HPCUnavailable as exc:
-        rt.store.add_event(job.id, "waiting", f"collecting results waits for {job.hpc}: {exc}")
-        return "hpc unavailable"
-    except (ConnectorError, OSError) as exc:
-        rt.store.add_event(job.id, "results_failed", f"could not collect results: {exc}")
+        collected = _collect(rt, job)
+    except Exception as exc:  # every error has its class (decisions.on_error)
+        action = on_error(exc)
+        if action in (WAIT, WAIT_UNHEALTHY):
+            if action == WAIT_UNHEALTHY:
+                hpc_unavailable(rt, job.hpc, exc)
+            rt.store.add_event(job.id, "waiting",
+                               f"collecting results waits for {job.hpc}: {exc}")
+            return "hpc unavailable"
+        if action == RETRY_LOCAL:
+            # this machine's trouble: the job stays finishing, reconciliation offers it
+            # again (Maintainer.stale_task_timeouts); the HPC copy stays untouched
+            rt.store.add_event(job.id, "results_waiting",
+                               f"results not collected yet, tried again later: {exc}")
+            return "results waiting"
+        return _end(rt, job, f"results could not be collected: {exc}")
+    return _end(rt, job, None, collected)
+
+
+def _collect(rt: Runtime, job):
+    """Last logs and the results home; None for a job that never had a work dir."""
+    if not job.remote_dir:
+        return None
+    handler = rt.handlers[job.hpc]
+    tail_logs(rt, handler, [job], until_end=True)
+    dest = os.path.join(rt.site.results_dir, job.id)
+    collected = rt.run(stage_out(handler.transport, WorkDir(job.remote_dir), dest),
+                       timeout=TRANSFER_TIMEOUT_SECONDS)
+    message = f"{collected.files} result files collected"
+    if collected.skipped:
+        message += (f"; {len(collected.skipped)} left out (not regular files: links, "
+                    f"pipes…): {', '.join(collected.skipped[:5])}")
+    if collected.unreadable:
+        message += f"; unreadable: {'; '.join(collected.unreadable)}"
+    rt.store.add_event(job.id, "results", message, touch=False)
+    return collected
+
+
+def _end(rt: Runtime, job, problem: str | None, collected=None) -> str:
+    """finishing → the outcome the scheduler gave, unless the results could not be
+    collected (`problem`): a job is `succeeded` only with its results home. The remote copy
+    is removed (per the HPC's cleanup) only after a complete, verified collection."""
     outcome = job.outcome or S.FAILED.value
+    message = final_message(outcome, job.exit_code, job.scheduler_state)
+    if problem:
+        outcome = S.FAILED.value if outcome == S.SUCCEEDED else outcome
+        message = (f"the job ended but its {problem}" if job.outcome == S.SUCCEEDED
+                   else f"{message}; {problem}")
     if job.elapsed_seconds:
         rt.store.charge(job.id, float(job.elapsed_seconds) * (job.cpus or 1),
                         rt.site.default_quota_seconds)
-    moved = rt.store.transition(job.id, outcome,
-                                final_message(outcome, job.exit_code, job.scheduler_state),
-                                expect=[S.FINISHING])
-    if moved:
+    moved = rt.store.transition(job.id, outcome, message, expect=[S.FINISHING])
+    complete = problem is None and (collected is None or not collected.unreadable)
+    if moved and complete:
         _clean_up(rt, job, outcome)
     return outcome
 

@@ -15,11 +15,14 @@ from hpcbridge.maintainer.config import Maintainer
 from hpcbridge.maintainer.throttle import Throttle
 
 DEFAULTS = {"lease_poll_intervals": 3.0, "lease_min_seconds": 15.0, "poll_jitter": 0.2,
-            "poll_tick_seconds": 0.2, "resend_seconds": 30.0, "resend_memory": 100000,
+            "resend_seconds": 30.0, "resend_memory": 100000,
             "cancel_resend_seconds": 60.0, "admission_lock_seconds": 30.0,
             "reconcile_every_cycles": 10, "stale_task_timeouts": 4.0,
             "heartbeats_per_timeout": 6, "quiet_log_after_seconds": 60.0,
-            "quiet_log_every_seconds": 30.0, "final_log_rounds": 1000, "stats_keep": 1000}
+            "quiet_log_every_seconds": 30.0, "final_log_rounds": 1000, "stats_keep": 1000,
+            # issue 19: a deadline per cycle, lookups of jobs the scheduler lost, probes
+            "cycle_deadline_seconds": 180.0, "idle_probe_seconds": 60.0,
+            "lost_after_seconds": 120.0, "lookups_per_cycle": 20}
 
 
 def test_defaults_are_unchanged_and_every_setting_is_documented():
