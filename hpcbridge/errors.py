@@ -70,6 +70,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "conflict": ErrorCode(409, Conflict),
     "payload_too_large": ErrorCode(413, ValidationError),
     "validation_error": ErrorCode(422, ValidationError),
+    "too_many_requests": ErrorCode(429, Unavailable),
     "internal_error": ErrorCode(500, HPCBridgeError),
     "bad_gateway": ErrorCode(502, Unavailable),
     "unavailable": ErrorCode(503, Unavailable),

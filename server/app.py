@@ -19,11 +19,15 @@ from .apps import fetch_app
 from .auth import Authenticator, HubAuthenticator, StaticTokenAuthenticator
 from .errors import APIError
 from .eventcursor import GRACE_SECONDS
+from .limits import DEFAULT_MAX_BODY_BYTES, Slots
 from .openapi import build_openapi
 from .queue import JobQueue
+from .secrets import hide_password, loggable_path, redact
 from .store import Store
+from .uploadstore import clean_up, private_dir
 
 log = logging.getLogger("hpcbridge.server")
+BODY_SLACK = 64 << 10  # one read chunk: the handler sees the body pass its bound first
 # Ctrl-C, a service manager's stop, and the terminal closing (SIGHUP) all stop it cleanly
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -40,6 +44,12 @@ class ServerContext:
     max_upload_bytes: int
     sse_interval: float
     sse_grace: float = GRACE_SECONDS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    upload_quota_bytes: int = 10 << 30
+    upload_max_age: float = 7 * 86400.0
+    upload_body_timeout: float = 3600.0
+    stream_slots: Slots = field(default_factory=lambda: Slots("event streams", 8))
+    upload_slots: Slots = field(default_factory=lambda: Slots("uploads", 2))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set: streams end
 
 
@@ -97,6 +107,25 @@ class HPCBridgeServer(ConfigFileApp):
                                help="How tokens become users: HubAuthenticator (JupyterHub) "
                                     "or StaticTokenAuthenticator.").tag(config=True)
     max_upload_size = Int(1 << 30, help="Largest upload in bytes.").tag(config=True)
+    max_body_size = Int(DEFAULT_MAX_BODY_BYTES, help="Largest request body in bytes on "
+                        "every route but uploads (whose bound, max_upload_size, applies only "
+                        "once the caller is known).").tag(config=True)
+    upload_quota = Int(10 << 30, help="Bytes of uploads each user may hold at once."
+                       ).tag(config=True)
+    upload_max_age = Float(7 * 86400.0, help="Seconds after which an upload that no job "
+                           "still to end uses is removed.").tag(config=True)
+    cleanup_interval = Float(600.0, help="Seconds between two clean-ups of expired uploads "
+                             "and stale upload temp files.").tag(config=True)
+    max_streams_per_user = Int(8, help="Event streams one user may hold open at once."
+                               ).tag(config=True)
+    max_uploads_per_user = Int(2, help="Uploads one user may send at once.").tag(config=True)
+    idle_connection_timeout = Float(75.0, help="Seconds a connection may stay open without "
+                                    "a request (also the bound on sending the headers)."
+                                    ).tag(config=True)
+    body_timeout = Float(60.0, help="Seconds a client may take to send a request body "
+                         "(uploads: upload_body_timeout).").tag(config=True)
+    upload_body_timeout = Float(3600.0, help="Seconds an authenticated upload may take."
+                                ).tag(config=True)
     sse_interval = Float(1.0, help="Seconds between checks for job changes in the event "
                                    "stream.").tag(config=True)
     sse_grace = Float(GRACE_SECONDS, help="Seconds the event stream waits for an event id "
@@ -107,19 +136,27 @@ class HPCBridgeServer(ConfigFileApp):
         super().initialize(argv)
         if self.generate_config:
             return
+        os.umask(0o077)  # everything this service creates is its own: data, uploads, db
         self.site = Site(parent=self)
+        for folder in (self.site.data_dir, self.site.uploads_dir, self.site.results_dir):
+            private_dir(folder)
         self.ctx = self.make_context()
 
     def make_context(self) -> ServerContext:
-        store = Store(self.site.db_url)
+        store = open_store(self.site.db_url, self.log)
         hpcs = self.site.hpc_configs()
         self.register_apps(store)
         prefix = self.base_url.rstrip("/") + "/api/v1/"
-        return ServerContext(site=self.site, store=store, queue=JobQueue(self.site),
-                             authenticator=self.authenticator_class(parent=self), hpcs=hpcs,
-                             api_prefix=prefix, openapi=build_openapi(prefix.rstrip("/")),
-                             max_upload_bytes=self.max_upload_size,
-                             sse_interval=self.sse_interval, sse_grace=self.sse_grace)
+        return ServerContext(
+            site=self.site, store=store, queue=JobQueue(self.site),
+            authenticator=self.authenticator_class(parent=self), hpcs=hpcs,
+            api_prefix=prefix, openapi=build_openapi(prefix.rstrip("/")),
+            max_upload_bytes=self.max_upload_size, sse_interval=self.sse_interval,
+            sse_grace=self.sse_grace, max_body_bytes=self.max_body_size,
+            upload_quota_bytes=self.upload_quota, upload_max_age=self.upload_max_age,
+            upload_body_timeout=self.upload_body_timeout,
+            stream_slots=Slots("event streams", self.max_streams_per_user),
+            upload_slots=Slots("uploads", self.max_uploads_per_user))
 
     def register_apps(self, store: Store) -> None:
         for source in self.site.apps:
@@ -141,7 +178,8 @@ class HPCBridgeServer(ConfigFileApp):
         if status >= 500:
             level = logging.ERROR
         self.log.log(level, "%d %s %s %.1fms", status, handler.request.method,
-                     handler.request.path, 1000 * handler.request.request_time())
+                     loggable_path(handler.request.path, status),
+                     1000 * handler.request.request_time())
 
     def start(self):
         if self.generate_config:
@@ -153,8 +191,15 @@ class HPCBridgeServer(ConfigFileApp):
             pass
 
     async def serve(self, ready: asyncio.Event | None = None):
-        server = HTTPServer(self.make_app(), xheaders=True, max_body_size=self.max_upload_size + 1)
+        # bodies past max_body_size are refused unread (the upload route lifts it for a
+        # known caller); a slow or idle client holds a connection only for a bounded time
+        server = HTTPServer(self.make_app(), xheaders=True,
+                            max_body_size=self.max_body_size + BODY_SLACK,
+                            max_buffer_size=self.max_body_size + BODY_SLACK,
+                            idle_connection_timeout=self.idle_connection_timeout,
+                            body_timeout=self.body_timeout)
         server.listen(self.port, self.ip)
+        cleaner = asyncio.ensure_future(self.clean_up_periodically())
         self.log.info("hpcbridge middleware %s on http://%s:%d%s", __version__, self.ip,
                       self.port, self.base_url.rstrip("/") + "/api/v1")
         stop = asyncio.Event()
@@ -169,12 +214,23 @@ class HPCBridgeServer(ConfigFileApp):
         try:
             await stop.wait()
         finally:
+            cleaner.cancel()
             for sig in STOP_SIGNALS:
                 try:
                     loop.remove_signal_handler(sig)
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass
             await self.shutdown(server)
+
+    async def clean_up_periodically(self) -> None:
+        """Expired uploads and stale upload temp files, now and every cleanup_interval."""
+        loop = asyncio.get_running_loop()
+        while not self.ctx.stopping.is_set():
+            await loop.run_in_executor(None, clean_up, self.ctx)
+            try:
+                await asyncio.wait_for(self.ctx.stopping.wait(), self.cleanup_interval)
+            except asyncio.TimeoutError:
+                pass
 
     async def shutdown(self, server: HTTPServer) -> None:
         """Stop listening, end the event streams, close connections, the queue and the
@@ -188,5 +244,20 @@ class HPCBridgeServer(ConfigFileApp):
             self.log.warning("connections still open after 10 s: leaving them")
         self.ctx.queue.close()
         self.ctx.store.close()
+
+
+def open_store(url: str, log) -> Store:
+    """The store; a database that cannot be opened is one line in the log, its URL
+    without the password, and no traceback (which could show it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+    shown = hide_password(url)
+    log.info("database %s", shown)
+    try:
+        return Store(url)
+    except (SQLAlchemyError, OSError, ValueError) as exc:
+        log.critical("cannot open the database %s: %s", shown,
+                     redact(f"{type(exc).__name__}: {exc}", url))
+        raise SystemExit(1) from None
+
 
 main = HPCBridgeServer.launch_instance

@@ -51,6 +51,10 @@ class QuotaExceeded(APIError):
     code = "quota_exceeded"
 
 
+class TooManyRequests(APIError):
+    code = "too_many_requests"
+
+
 class Unavailable(APIError):
     code = "unavailable"
 

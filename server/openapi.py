@@ -82,6 +82,7 @@ HEADERS = {
 PATH = {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 ERRORS = {400: "Bad request", 401: "Missing or invalid token", 403: "Forbidden",
           404: "Not found", 409: "Conflict", 413: "Too large", 422: "Invalid input",
+          429: "Too many concurrent requests of this user (event streams, uploads)",
           500: "Internal error (with an error id)", 503: "A dependency is unavailable"}
 
 
@@ -113,7 +114,9 @@ def build_openapi(prefix: str = "/api/v1") -> dict:
                 "application/json": {"schema": _ref(request)}}}
         for status, model in responses.items():
             if model == "binary":
-                content = {"application/octet-stream": {"schema": {"type": "string"}}}
+                # a file as it is; a folder as a zip
+                content = {"application/octet-stream": {"schema": {"type": "string"}},
+                           "application/zip": {"schema": {"type": "string"}}}
             elif model == "event-stream":
                 content = {"text/event-stream": {"schema": {"type": "string"}}}
             elif isinstance(model, list):

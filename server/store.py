@@ -18,18 +18,38 @@ from sqlmodel import Session, create_engine, select
 from hpcbridge.clock import utcnow
 from hpcbridge.lifecycle import ACTIVE, IN_SCHEDULER, TIMESTAMPS, JobStatus, sources_of
 
-from .models import App, Event, HPCState, Job, LogChunk, Quota, Upload, Worker
+from .models import App, Event, HPCState, Job, Quota, Worker
+from .storefiles import DEFAULT_MAX_LOG_BYTES, FileRecords
+
+
+def private_file(path: str) -> None:
+    """Only the service's account may read the database: 0600 (it holds every job)."""
+    if path and path != ":memory:":
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            return  # SQLite reports what is wrong with the path
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm"):
+            try:
+                os.chmod(path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
 
 
 def make_engine(url: str):
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
 
         @sa_event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL: readers never wait for the writer
+            private_file(path)  # SQLite gives its -wal and -shm the database's mode
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -40,9 +60,13 @@ def make_engine(url: str):
     return create_engine(url, pool_pre_ping=True)
 
 
-class Store:
-    def __init__(self, url: str, create: bool = True):
+class Store(FileRecords):
+    """The database. Logs and uploads: server/storefiles.py."""
+
+    def __init__(self, url: str, create: bool = True,
+                 max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
         self.url = url
+        self.max_log_bytes = max_log_bytes
         self.engine = make_engine(url)
         if create:
             self.migrate()
@@ -208,44 +232,7 @@ class Store:
         with self.session() as s:
             return [tuple(row) for row in s.exec(query.order_by(Event.id).limit(limit)).all()]
 
-    # --- logs -----------------------------------------------------------------------
-    def append_log(self, job_id: str, stream: str, offset: int, data: bytes) -> bool:
-        """Append bytes at `offset` if that is the current end (idempotent under retries)."""
-        if not data:
-            return False
-        cursor = Job.stdout_size if stream == "stdout" else Job.stderr_size
-        with self.session() as s:
-            result = s.exec(update(Job).where(Job.id == job_id, cursor == offset)
-                            .values({cursor.key: offset + len(data),
-                                     "log_changed_at": utcnow()}))
-            if result.rowcount != 1:
-                s.rollback()
-                return False
-            s.add(LogChunk(job_id=job_id, stream=stream, offset=offset, data=data))
-            s.commit()
-        return True
-
-    def read_log(self, job_id: str, stream: str, offset: int = 0,
-                 limit: int = 1 << 20) -> tuple[bytes, int]:
-        with self.session() as s:
-            chunks = s.exec(select(LogChunk).where(
-                LogChunk.job_id == job_id, LogChunk.stream == stream,
-                LogChunk.offset + func.length(LogChunk.data) > offset)
-                .order_by(LogChunk.offset)).all()
-        out = bytearray()
-        position = offset
-        for chunk in chunks:
-            start = position - chunk.offset
-            if start < 0:
-                break
-            out += chunk.data[start:]
-            position = chunk.offset + len(chunk.data)
-            if len(out) >= limit:
-                break
-        data = bytes(out[:limit])
-        return data, offset + len(data)
-
-    # --- apps, uploads --------------------------------------------------------------
+    # --- apps ----------------------------------------------------------------
     def put_app(self, app: App) -> App:
         with self.session() as s:
             s.merge(app)
@@ -259,20 +246,6 @@ class Store:
     def list_apps(self) -> list[App]:
         with self.session() as s:
             return list(s.exec(select(App).order_by(App.id)).all())
-
-    def add_upload(self, **fields) -> Upload:
-        upload = Upload(**fields)
-        with self.session() as s:
-            s.add(upload)
-            s.commit()
-        return upload
-
-    def get_upload(self, upload_id: str, user: str | None = None) -> Upload | None:
-        with self.session() as s:
-            upload = s.get(Upload, upload_id)
-        if upload is None or (user is not None and upload.user != user):
-            return None
-        return upload
 
     # --- quota ----------------------------------------------------------------------
     def quota(self, user: str, default_limit: float | None = None) -> Quota:

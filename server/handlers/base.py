@@ -19,6 +19,8 @@ from hpcbridge.manifest import ManifestError
 
 from .. import errors as E
 from ..auth import User, token_from_header
+from ..limits import DEFAULT_MAX_BODY_BYTES
+from ..secrets import loggable_path
 
 log = logging.getLogger("hpcbridge.server")
 
@@ -57,11 +59,24 @@ def error_of(exc, status_code: int, reason: str) -> tuple[int, S.ErrorBody]:
                                     "can find it in the middleware's log")
 
 
+def declared_length(request) -> int | None:
+    """The Content-Length a request announces (None for a chunked or empty one)."""
+    length = request.headers.get("Content-Length")
+    return int(length) if length is not None and length.strip().isdigit() else None
+
+
+@web.stream_request_body
 class APIHandler(web.RequestHandler):
-    """JSON in, JSON out; every error is `{"error", "message", "details"}`."""
+    """JSON in, JSON out; every error is `{"error", "message", "details"}`.
+
+    Every route streams its body in, so that a body is bounded before it is read: one
+    announced larger than ctx.max_body_bytes is refused (413) before authentication and
+    unread, a chunked one as soon as it passes the bound; at most that much is held."""
 
     auth_required = True
     user: User
+    _body: bytearray | None = None
+    _body_limit = DEFAULT_MAX_BODY_BYTES
 
     @property
     def ctx(self):
@@ -72,9 +87,39 @@ class APIHandler(web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     async def prepare(self):
+        self._body = bytearray()
+        self._body_limit = getattr(self.ctx, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+        self.refuse_larger_than(self._body_limit)
+        await self.authenticate()
+        # tornado answers a bare 400 when a chunk header declares more than its bound:
+        # lift it, data_received enforces ours in pieces of <= 64 KiB and answers a 413
+        self.request.connection.set_max_body_size(1 << 62)
+
+    async def authenticate(self) -> None:
         if self.auth_required:
-            token = token_from_header(self.request.headers.get("Authorization"))
-            self.user = await self.ctx.authenticator.authenticate(token)
+            self.user = await self.ctx.authenticator.authenticate(self.token())
+
+    def token(self) -> str | None:
+        return token_from_header(self.request.headers.get("Authorization"))
+
+    def refuse_larger_than(self, limit: int, what: str = "request body") -> None:
+        length = declared_length(self.request)
+        if length is not None and length > limit:
+            raise E.PayloadTooLarge(f"{what} larger than the limit of {limit} bytes")
+
+    def data_received(self, chunk):
+        if self._finished or self._body is None:
+            return
+        if len(self._body) + len(chunk) > self._body_limit:
+            self._body = None  # nothing more is kept; the client reads a 413 at once
+            self.send_error(413, exc_info=(None, E.PayloadTooLarge(
+                f"request body larger than the limit of {self._body_limit} bytes"), None))
+            return
+        self._body += chunk
+
+    def body_read(self) -> bool:
+        future = getattr(self.request, "_body_future", None)
+        return future is None or future.done()
 
     def require_admin(self):
         if not self.user.admin:
@@ -82,7 +127,7 @@ class APIHandler(web.RequestHandler):
 
     def body(self, model: type[BaseModel]) -> BaseModel:
         try:
-            data = json.loads(self.request.body or b"{}", parse_constant=_no_constant,
+            data = json.loads(bytes(self._body or b"") or b"{}", parse_constant=_no_constant,
                               parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:
             # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, ints past Python's
@@ -124,6 +169,10 @@ class APIHandler(web.RequestHandler):
         status_code, body = error_of(exc, status_code, self._reason)
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
+        if not self.body_read():
+            # answered before the body was read: tornado closes the connection after this
+            # response, and a client must not send its next request on it
+            self.set_header("Connection", "close")
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json")
         self.finish(body.model_dump_json())
@@ -135,12 +184,14 @@ class APIHandler(web.RequestHandler):
     def log_exception(self, typ, value, tb):
         if isinstance(value, E.APIError):
             if value.status >= 500:
-                log.warning("%s %s: %s", self.request.method, self.request.path, value.message)
+                log.warning("%s %s: %s", self.request.method,
+                            loggable_path(self.request.path, value.status), value.message)
             return
         if isinstance(value, ManifestError) or \
                 isinstance(value, web.HTTPError) and value.status_code < 500:
             return
-        log.error("unexpected error on %s %s\n%s", self.request.method, self.request.path,
+        log.error("unexpected error on %s %s\n%s", self.request.method,
+                  loggable_path(self.request.path, 500),
                   "".join(traceback.format_exception(typ, value, tb)))
 
     def own_job(self, job_id: str, admin_view: bool = False):

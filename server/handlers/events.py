@@ -9,8 +9,11 @@ skipped, even when PostgreSQL commits ids out of order.
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tornado import iostream
+
+from hpcbridge.errors import error_body
 
 from .. import errors as E
 from ..eventcursor import START_WINDOW, EventCursor, start_cursor
@@ -28,14 +31,21 @@ class EventStreamHandler(APIHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")
 
+    _slot: str | None = None
+
     async def get(self):
         user = self.job_user_filter()
         cursor = self.open_cursor()
+        self.ctx.stream_slots.take(self.user.name)  # 429 past the per-user bound
+        self._slot = self.user.name
         self._closed = False
+        self.write(": connected\n\n")
+        await self.follow(cursor, user)
+
+    async def follow(self, cursor: EventCursor, user: str | None) -> None:
         stopping = self.ctx.stopping
         quiet = 0.0
-        self.write(": connected\n\n")
-        while not self._closed and not stopping.is_set():
+        while not self._closed and not stopping.is_set() and await self.still_allowed():
             sent, more = self.send_page(cursor, user)
             quiet = 0.0 if sent else quiet + (0 if more else self.ctx.sse_interval)
             if quiet >= KEEPALIVE_SECONDS:
@@ -51,6 +61,22 @@ class EventStreamHandler(APIHandler):
                     await asyncio.wait_for(stopping.wait(), self.ctx.sse_interval)
                 except asyncio.TimeoutError:
                     pass
+
+    async def still_allowed(self) -> bool:
+        """The stream's token, checked again through the cache: a token revoked (or
+        stripped of its access) ends the stream within the cache's TTL."""
+        try:
+            await self.ctx.authenticator.authenticate(self.token())
+            return True
+        except E.APIError as exc:
+            self.write(f"event: error\ndata: {json.dumps(error_body(exc.code, exc.message))}"
+                       "\n\n")
+            return False
+
+    def on_finish(self):
+        if self._slot is not None:
+            self.ctx.stream_slots.give(self._slot)
+            self._slot = None
 
     def open_cursor(self) -> EventCursor:
         store, grace = self.ctx.store, self.ctx.sse_grace
@@ -90,3 +116,5 @@ class EventStreamHandler(APIHandler):
 
     def on_connection_close(self):
         self._closed = True
+        self.on_finish()  # the slot is free as soon as the client is gone
+        super().on_connection_close()

@@ -23,7 +23,9 @@ def alembic_config(engine) -> Config:
 def upgrade(engine, revision: str = "head") -> None:
     """Upgrade the schema; concurrent starters (server, workers) take turns on SQLite."""
     database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
-    lock = open(f"{database}.migrate-lock", "w") if database and database != ":memory:" else None
+    lock = None
+    if database and database != ":memory:":  # private like the database beside it
+        lock = os.fdopen(os.open(f"{database}.migrate-lock", os.O_WRONLY | os.O_CREAT, 0o600), "w")
     try:
         if lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -11,6 +11,7 @@ Fixtures for the connectors' side:
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 
@@ -74,3 +75,124 @@ async def hpc_pool(ssh_target):
             await _remote_sh(pool, 'chmod -R u+rwx -- "$1"; rm -rf -- "$1"', root)
         finally:
             await pool.close()
+
+
+# ============================================================================================
+# The middleware's side: hub users with hostile names, their tokens, a middleware process
+# ============================================================================================
+# user names that break a URL path spliced unquoted: '#' and '?' cut it, a space and
+# non-ASCII must survive the trip; `admin#…` would be looked up as `admin`
+ODD_NAMES = ("admin#{run}", "alice?{run}", "carol d{run}", "zoë-ü{run}")
+
+
+class HubUsers:
+    """Users and tokens made through the hub's REST API with the stack's admin token;
+    everything made is removed at the end."""
+
+    def __init__(self, hub, run: str):
+        import httpx
+        self.hub, self.run = hub, run
+        self.http = httpx.Client(base_url=hub.api_url + "/", timeout=30,
+                                 headers=hub.headers("admin"))
+        self.users: list[str] = []
+        self.tokens: dict[str, str] = {}  # token -> owner: every one is scanned for in logs
+
+    def _path(self, name: str) -> str:
+        from urllib.parse import quote
+        return f"users/{quote(name, safe='')}"
+
+    def create(self, name: str) -> str:
+        r = self.http.post("users", json={"usernames": [name]})
+        assert r.status_code == 201, r.text
+        assert r.json()[0]["name"] == name and r.json()[0]["admin"] is False
+        self.users.append(name)
+        return name
+
+    def token(self, name: str, scopes: list[str] | None = None) -> tuple[str, str]:
+        """(token, token id) of `name`; scopes None: the user's own (the `user` role)."""
+        body = {"note": "hpcbridge security suite", "expires_in": 1800}
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = self.http.post(f"{self._path(name)}/tokens", json=body)
+        assert r.status_code in (200, 201), r.text
+        self.tokens[r.json()["token"]] = name
+        return r.json()["token"], r.json()["id"]
+
+    def revoke(self, name: str, token_id: str) -> None:
+        r = self.http.delete(f"{self._path(name)}/tokens/{token_id}")
+        assert r.status_code == 204, r.text
+
+    def close(self) -> None:
+        for name in self.users:
+            self.http.delete(self._path(name))
+        self.http.close()
+
+
+@pytest.fixture(scope="session")
+def hub_users(hub):
+    users = HubUsers(hub, uuid.uuid4().hex[:6])
+    yield users
+    users.close()
+
+
+@pytest.fixture(scope="session")
+def odd_users(hub_users) -> dict[str, str]:
+    """{name: token} of four hub users with hostile names (the `user` role's scopes)."""
+    return {name: hub_users.token(hub_users.create(name))[0]
+            for name in (n.format(run=hub_users.run) for n in ODD_NAMES)}
+
+
+def pg_password(stack) -> str:
+    with open(stack["postgres"]["password_file"]) as f:
+        return f.read().strip()
+
+
+@pytest.fixture(scope="session")
+def pg_database(stack):
+    """A new PostgreSQL database of the stack (its password holds '%', '@' and '/'):
+    its URL, dropped at the end."""
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+    pg = stack.get("postgres")
+    if not pg:
+        pytest.fail("the stack has no PostgreSQL (run `make stack`)")
+    base = (f"postgresql+psycopg://{pg['user']}:{quote(pg_password(stack), safe='')}"
+            f"@{pg['host']}:{pg['port']}/")
+    name = f"hpcbridge_sec_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base + "postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield base + name
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+SECURITY_TTL = 2.0  # the middleware's token cache TTL in this suite
+IDLE_TIMEOUT = 3.0  # its idle-connection and body timeouts
+
+
+@pytest.fixture(scope="session")
+def bridge(tmp_path_factory, stack, pg_database):
+    """A middleware process (tests/services.py) with hub auth, on PostgreSQL, jobs on the
+    local HPC, with this suite's short TTL and timeouts; one for the whole suite, so that
+    test_server_secrets.py (the last module) scans everything it logged."""
+    from services import Services, local_hpc
+    tmp = str(tmp_path_factory.mktemp("security-server"))
+    svc = Services(tmp, stack, auth="hub", hpcs=[local_hpc(os.path.join(tmp, "data"))],
+                   extra_config="\n".join([
+                       f"c.Site.db_url = {pg_database!r}",
+                       f"c.Authenticator.cache_ttl = {SECURITY_TTL}",
+                       "c.Authenticator.negative_cache_ttl = 1.0",
+                       f"c.HPCBridgeServer.idle_connection_timeout = {IDLE_TIMEOUT}",
+                       f"c.HPCBridgeServer.body_timeout = {IDLE_TIMEOUT}",
+                       "c.HPCBridgeServer.max_upload_size = 8 << 20",
+                       "c.HPCBridgeServer.upload_quota = 12 << 20",
+                       "c.HPCBridgeServer.max_streams_per_user = 8",
+                       "c.HPCBridgeServer.max_uploads_per_user = 2",
+                       "c.Application.log_level = 'DEBUG'",
+                   ]))
+    svc.start(maintainer=False)  # generated jobs stay queued, never run
+    yield svc
+    svc.stop()

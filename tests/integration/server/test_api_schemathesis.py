@@ -56,16 +56,18 @@ LOCAL_SPEC = build_openapi("/api/v1")
 OPERATIONS = [(method, path) for path, ops in LOCAL_SPEC["paths"].items() for method in ops]
 
 
-def _cases():
-    """(method, path, token, seeded) for every operation; seeded only where there is
-    something to seed (a path parameter, or the app of POST /jobs)."""
+def _cases(tokens: dict | None = None, admins: tuple = ("admin",)):
+    """(method, path, token, seeded) for every operation and token of `tokens` ({token:
+    who}); seeded only where there is something to seed (a path parameter, or the app of
+    POST /jobs)."""
+    tokens = TOKENS if tokens is None else tokens
     for method, path in OPERATIONS:
         short = path.removeprefix("/api/v1")
         seedable = "{" in path or (method, short) == ("post", "/jobs")
-        for token, who in TOKENS.items():
+        for token, who in tokens.items():
             for seeded in (False, True) if seedable else (False,):
                 reason = SKIPPED.get((method, short)) or (
-                    ADMIN_SKIPPED.get((method, short)) if who == "admin" else None)
+                    ADMIN_SKIPPED.get((method, short)) if who in admins else None)
                 yield pytest.param(
                     method, path, token, seeded,
                     id=f"{method.upper()} {short} [{who}{', seeded' if seeded else ''}]",
@@ -99,25 +101,30 @@ def _empty_queue(svc, stack):
         conn.close()
 
 
-@pytest.fixture(scope="module")
-def seeds(fuzz_services, tmp_path_factory):
-    """Real objects for the seeded pass: a job of the fuzzing user with a result tree
-    (holding a link that points out of it, which must never be followed)."""
-    with fuzz_services.client("fuzz-user-token") as http:
+def seed_results(svc, token: str, outside, name: str) -> dict:
+    """Real objects for the seeded pass: a job of `token`'s user with a result tree
+    (holding links that point out of it, to `outside`, which must never be followed)."""
+    with svc.client(token) as http:
         job = http.post("jobs", json={"app": "hello", "params": {"lines": 1}})
         assert job.status_code == 201, job.text
     job_id = job.json()["id"]
-    results = os.path.join(fuzz_services.data_dir, "results", job_id)
+    results = os.path.join(svc.data_dir, "results", job_id)
     os.makedirs(os.path.join(results, "result", "sub"))
     with open(os.path.join(results, "result", "greeting.txt"), "w") as f:
         f.write("Hello, world!\n")
     with open(os.path.join(results, "result", "sub", "x.csv"), "w") as f:
         f.write("a,b\n1,2\n")
-    secret = tmp_path_factory.mktemp("outside") / "secret.txt"
+    secret = outside / "secret.txt"
     secret.write_text("must not be served")
     os.symlink(secret, os.path.join(results, "result", "escape.txt"))
     os.symlink(secret.parent, os.path.join(results, "result", "escape-dir"))
-    return {"job_id": job_id, "app_id": "hello", "hpc_id": "local", "name": "fuzzer"}
+    return {"job_id": job_id, "app_id": "hello", "hpc_id": "local", "name": name}
+
+
+@pytest.fixture(scope="module")
+def seeds(fuzz_services, tmp_path_factory):
+    return seed_results(fuzz_services, "fuzz-user-token", tmp_path_factory.mktemp("outside"),
+                        "fuzzer")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +189,16 @@ def _seeded_strategy(operation, mode, seeds, path):
 @pytest.mark.parametrize("method, path, token, seeded", list(_cases()))
 def test_operation_keeps_its_contract(api_schema, fuzz_services, seeds, method, path, token,
                                       seeded):
-    short = path.removeprefix("/api/v1")
+    seen = run_operation(api_schema, fuzz_services.url, seeds, method, path, token, seeded)
+    print(f"{method.upper()} {path.removeprefix('/api/v1')} "
+          f"[{TOKENS[token]}{', seeded' if seeded else ''}]: {dict(sorted(seen.items()))}")
+
+
+def run_operation(api_schema, base_url: str, seeds: dict, method: str, path: str,
+                  token: str, seeded: bool, max_examples: int = MAX_EXAMPLES) -> dict:
+    """Drive one operation with `token` in both generation modes; every check must hold
+    and no answer be a 5xx. {status: count} of the answers. (Also used by the security
+    suite, tests/security/test_server_fuzz.py, with every hub user's token.)"""
     op_doc = LOCAL_SPEC["paths"][path][method]
     operation = api_schema[path][method.upper()]
     headers = {"Authorization": f"token {token}"}
@@ -197,18 +213,17 @@ def test_operation_keeps_its_contract(api_schema, fuzz_services, seeds, method, 
                     else operation.as_strategy(generation_mode=mode))
 
         @given(case=strategy)
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+        @settings(max_examples=max_examples, deadline=None, database=None,
                   derandomize=True, phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck))
         def run(case):
-            response = case.call_and_validate(base_url=fuzz_services.url, session=session,
+            response = case.call_and_validate(base_url=base_url, session=session,
                                               headers=headers, checks=CHECKS, timeout=30)
             assert b"must not be served" not in response.content  # links stay unfollowed
             assert b"Traceback" not in response.content
             seen[response.status_code] = seen.get(response.status_code, 0) + 1
 
         run()
-    print(f"{method.upper()} {short} [{TOKENS[token]}{', seeded' if seeded else ''}]: "
-          f"{dict(sorted(seen.items()))}")
     assert seen, "no request was made"
     assert not [s for s in seen if s >= 500], seen
+    return seen

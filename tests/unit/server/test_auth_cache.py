@@ -15,7 +15,9 @@ from hpcbridge.server.auth import (
     User,
     token_from_header,
 )
-from hpcbridge.server.errors import Unauthorized, Unavailable
+from hpcbridge.server.errors import Forbidden, Unauthorized, Unavailable
+
+ACCESS = "access:services!service=hpcbridge"
 
 
 class FakeSource(Authenticator):
@@ -182,10 +184,12 @@ class FakeHub:
         self.status: int | None = None     # force a status
         self.body: bytes | None = None     # force a body
         self.requests: list[str] = []
+        self.raw_paths: list[str] = []
 
         class Handler(RequestHandler):
             def get(self, path):
                 hub.requests.append(path)
+                hub.raw_paths.append(self.request.path)
                 if hub.status:
                     self.set_status(hub.status)
                 if hub.body is not None:
@@ -216,8 +220,10 @@ class FakeHub:
 
 async def test_hub_lookup_reads_name_admin_and_groups():
     async with FakeHub() as hub:
-        hub.users["t"] = {"kind": "user", "name": "alice", "admin": False, "groups": ["ops"]}
-        hub.users["a"] = {"kind": "user", "name": "root", "admin": True, "groups": []}
+        hub.users["t"] = {"kind": "user", "name": "alice", "admin": False, "groups": ["ops"],
+                          "scopes": [ACCESS]}
+        hub.users["a"] = {"kind": "user", "name": "root", "admin": True, "groups": [],
+                          "scopes": ["access:services"]}
         auth = HubAuthenticator(hub_api_url=hub.url, admin_groups={"ops"})
         assert await auth.authenticate("t") == User("alice", True, frozenset({"ops"}))
         assert (await auth.authenticate("a")).admin is True
@@ -227,7 +233,8 @@ async def test_hub_lookup_reads_name_admin_and_groups():
 
 async def test_hub_lookup_asks_for_admin_and_groups_with_the_service_token_when_hidden():
     async with FakeHub() as hub:
-        hub.users["t"] = {"kind": "user", "name": "bob"}  # a token without read:users scope
+        # a token without read:users scope
+        hub.users["t"] = {"kind": "user", "name": "bob", "scopes": [ACCESS]}
         hub.full["bob"] = {"name": "bob", "admin": True, "groups": ["x"]}
         auth = HubAuthenticator(hub_api_url=hub.url, service_token=hub.service_token)
         assert await auth.authenticate("t") == User("bob", True, frozenset({"x"}))
@@ -245,7 +252,8 @@ async def test_service_tokens_are_not_users():
                                           (200, b"[1, 2]"), (502, None)])
 async def test_a_broken_hub_is_503_and_not_cached(status, body):
     async with FakeHub() as hub:
-        hub.users["t"] = {"kind": "user", "name": "alice", "admin": False, "groups": []}
+        hub.users["t"] = {"kind": "user", "name": "alice", "admin": False, "groups": [],
+                          "scopes": [ACCESS]}
         hub.status, hub.body = status, body
         auth = HubAuthenticator(hub_api_url=hub.url)
         with pytest.raises(Unavailable) as info:
@@ -272,3 +280,88 @@ async def test_no_hub_url_configured_is_503(monkeypatch):
     with pytest.raises(Unavailable) as info:
         await HubAuthenticator().authenticate("t")
     assert "hub_api_url" in info.value.message
+
+
+# --- issue 20: what the hub means --------------------------------------------------------
+async def test_a_user_named_like_a_url_is_looked_up_quoted_and_never_as_another():
+    """`admin#x` must be asked about as itself: unquoted, '#' cut the path to /users/admin
+    and `admin#x` was given admin's flag (old hubs leave `admin` out of /user)."""
+    async with FakeHub() as hub:
+        for token, name in [("t1", "admin#x"), ("t2", "alice?y"), ("t3", "carol d"),
+                            ("t4", "ünï/../admin")]:
+            hub.users[token] = {"kind": "user", "name": name, "scopes": [ACCESS]}
+            hub.full[name] = {"name": name, "admin": False, "groups": []}
+        hub.full["admin"] = {"name": "admin", "admin": True, "groups": ["ops"]}
+        auth = HubAuthenticator(hub_api_url=hub.url, service_token=hub.service_token,
+                                admin_groups={"ops"})
+        for token, name in [("t1", "admin#x"), ("t2", "alice?y"), ("t3", "carol d"),
+                            ("t4", "ünï/../admin")]:
+            assert await auth.authenticate(token) == User(name, False, frozenset())
+        assert "/hub/api/users/admin%23x" in hub.raw_paths
+        assert "/hub/api/users/alice%3Fy" in hub.raw_paths
+        assert "/hub/api/users/carol%20d" in hub.raw_paths
+        assert "/hub/api/users/%C3%BCn%C3%AF%2F..%2Fadmin" in hub.raw_paths
+        assert "/hub/api/users/admin" not in hub.raw_paths
+
+
+@pytest.mark.parametrize("scopes, ok", [
+    ([ACCESS], True), (["access:services"], True),
+    (["access:services!service=other"], False), (["read:users!user=alice"], False),
+    ([], False), (None, False)])
+async def test_only_a_token_with_the_access_scope_is_accepted(scopes, ok):
+    async with FakeHub() as hub:
+        model = {"kind": "user", "name": "alice", "admin": False, "groups": []}
+        if scopes is not None:
+            model["scopes"] = scopes
+        hub.users["t"] = model
+        auth = HubAuthenticator(hub_api_url=hub.url)
+        if ok:
+            assert (await auth.authenticate("t")).name == "alice"
+            return
+        with pytest.raises(Forbidden) as info:
+            await auth.authenticate("t")
+        assert info.value.status == 403
+        assert "access:services!service=hpcbridge" in info.value.message or \
+            "scopes" in info.value.message
+
+
+async def test_a_site_scope_and_the_service_name_are_configurable():
+    async with FakeHub() as hub:
+        hub.users["t"] = {"kind": "user", "name": "a", "admin": False, "groups": [],
+                          "scopes": ["custom:hpc"]}
+        hub.users["u"] = {"kind": "user", "name": "b", "admin": False, "groups": [],
+                          "scopes": ["access:services!service=bridge2"]}
+        assert (await HubAuthenticator(hub_api_url=hub.url, access_scopes=["custom:hpc"])
+                .authenticate("t")).name == "a"
+        assert (await HubAuthenticator(hub_api_url=hub.url, service_name="bridge2")
+                .authenticate("u")).name == "b"
+        with pytest.raises(Forbidden):
+            await HubAuthenticator(hub_api_url=hub.url).authenticate("t")
+        old = HubAuthenticator(hub_api_url=hub.url, require_access_scope=False)
+        hub.users["v"] = {"kind": "user", "name": "c", "admin": False, "groups": []}
+        assert (await old.authenticate("v")).name == "c"
+
+
+async def test_refusals_are_cached_only_briefly():
+    auth = FakeSource({}, cache_ttl=60, negative_cache_ttl=0.2)
+    for _ in range(5):
+        with pytest.raises(Unauthorized):
+            await auth.authenticate("later")
+    assert auth.lookups == 1
+    auth.users["later"] = "alice"  # the hub knows the token now
+    await asyncio.sleep(0.25)
+    assert (await auth.authenticate("later")).name == "alice"
+    assert auth.lookups == 2
+
+
+async def test_a_scope_refusal_is_403_cached_briefly_too():
+    async with FakeHub() as hub:
+        hub.users["t"] = {"kind": "user", "name": "alice", "scopes": []}
+        auth = HubAuthenticator(hub_api_url=hub.url, negative_cache_ttl=0.2)
+        for _ in range(3):
+            with pytest.raises(Forbidden):
+                await auth.authenticate("t")
+        assert auth.lookups == 1
+        hub.users["t"]["scopes"] = [ACCESS]  # granted
+        await asyncio.sleep(0.25)
+        assert (await auth.authenticate("t")).name == "alice"
