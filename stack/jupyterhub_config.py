@@ -55,6 +55,14 @@ c.Spawner.environment = {
     "HPCBRIDGE_URL": "http://127.0.0.1:@SERVICE_PORT@",
 }
 c.Spawner.default_url = "/lab"
+# The hpcbridge extension of a spawned server forwards its $JUPYTERHUB_API_TOKEN, and the
+# middleware accepts only tokens that may access the hpcbridge service: the server's
+# token gets that scope on top of the default `server` role's (docs/security.md, rule 14).
+c.Spawner.server_token_scopes = [
+    "users:activity!user",
+    "access:servers!server",
+    "access:services!service=hpcbridge",
+]
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 
