@@ -48,7 +48,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SQUEUE_FORMAT = "%i|%T|%r|%M|%C"
+SQUEUE_FORMAT = "%i|%T|%r|%M|%C|%j"
 SACCT_FORMAT = "JobID,JobName,State,ExitCode,Elapsed,AllocCPUS"
 DEFAULT_CAP = 6000  # HPCConfig.commands_per_minute
 

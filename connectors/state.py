@@ -62,6 +62,9 @@ class JobState:
     reason: str | None = None
     elapsed_seconds: int | None = None
     cpus: int | None = None
+    # the scheduler's name of the job: a record whose name is not the job's own means the
+    # scheduler reused the id for another job (a controller that lost its newest jobs)
+    name: str | None = None
 
 
 def map_slurm_state(raw: str) -> str:
@@ -96,17 +99,19 @@ def parse_elapsed(text: str) -> int | None:
 
 
 def parse_squeue(output: str) -> dict[str, JobState]:
-    """Parse `squeue -h -o '%i|%T|%r|%M|%C'` output."""
+    """Parse `squeue -h -o '%i|%T|%r|%M|%C|%j'` output (the name last: it may hold '|')."""
     states = {}
     for line in output.splitlines():
-        fields = line.strip().split("|")
+        fields = line.strip().split("|", 5)
         if len(fields) < 2 or not fields[0]:
             continue
         job_id, raw = fields[0], fields[1]
         reason = fields[2] if len(fields) > 2 and fields[2] not in ("None", "") else None
         elapsed = _safe(parse_elapsed, fields[3]) if len(fields) > 3 else None
         cpus = _safe(int, fields[4]) if len(fields) > 4 else None
-        states[job_id] = JobState(job_id, map_slurm_state(raw), raw, None, reason, elapsed, cpus)
+        name = fields[5] if len(fields) > 5 else None
+        states[job_id] = JobState(job_id, map_slurm_state(raw), raw, None, reason, elapsed, cpus,
+                                  name)
     return states
 
 
@@ -114,13 +119,14 @@ def parse_sacct(output: str) -> dict[str, JobState]:
     """Parse `sacct -X -n -P --format=JobID,JobName,State,ExitCode,Elapsed,AllocCPUS`.
 
     A non-final answer (sacct lags the controller) is reported as UNKNOWN: not known yet.
+    An id listed twice (the controller reused it) keeps its last, newest row.
     """
     states = {}
     for line in output.splitlines():
         fields = line.strip().split("|")
         if len(fields) < 4 or not fields[0] or "." in fields[0]:
             continue
-        job_id, _name, raw, exit_text = fields[:4]
+        job_id, name, raw, exit_text = fields[:4]
         status = map_slurm_state(raw)
         code, signal = parse_exit_code(exit_text)
         elapsed = _safe(parse_elapsed, fields[4]) if len(fields) > 4 else None
@@ -135,7 +141,10 @@ def parse_sacct(output: str) -> dict[str, JobState]:
             reason = raw.strip()
         if signal and code == 0:
             code = 128 + signal
-        states[job_id] = JobState(job_id, status, raw, code, reason, elapsed, cpus)
+        # right after a job ends, accounting may not know its name yet and says
+        # "allocation": that is no name at all, not another job's
+        name = None if name in ("", "allocation") else name
+        states[job_id] = JobState(job_id, status, raw, code, reason, elapsed, cpus, name)
     return states
 
 

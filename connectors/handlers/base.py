@@ -49,5 +49,14 @@ class SchedulerHandler(abc.ABC):
         """The id of a job submitted under `name`, if any: makes submission idempotent."""
 
     # --- optional -------------------------------------------------------------------
+    async def cancel_by_name(self, name: str) -> None:
+        """Make sure no job of this name survives (a cancel after an interrupted submit).
+        The default cancels what find_by_name finds; a scheduler that can do it in one
+        command (Slurm: scancel --name) overrides it."""
+        cancelled: set[str] = set()
+        while (scheduler_id := await self.find_by_name(name)) not in (None, *cancelled):
+            await self.cancel(scheduler_id)  # a cancel of an ended job changes nothing
+            cancelled.add(scheduler_id)
+
     async def close(self) -> None:
         await self.transport.close()

@@ -6,6 +6,7 @@ in `<work_root>/.hpcbridge-local/<id>/`: name, pid, exit_code, cancelled, times.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -79,6 +80,9 @@ class LocalHandler(SchedulerHandler):
             return None
 
     def _one(self, job_id: str) -> JobState:
+        return dataclasses.replace(self._status(job_id), name=self._read(job_id, "name"))
+
+    def _status(self, job_id: str) -> JobState:
         if not os.path.isdir(self._state(job_id)):
             return JobState(job_id, UNKNOWN)
         started, finished = self._read(job_id, "started"), self._read(job_id, "finished")

@@ -19,7 +19,7 @@ from ..spec import JobSpec, render_batch_script
 from ..state import UNKNOWN, JobState, parse_sacct, parse_squeue
 from .base import SchedulerHandler
 
-SQUEUE_FORMAT = "%i|%T|%r|%M|%C"
+SQUEUE_FORMAT = "%i|%T|%r|%M|%C|%j"
 SACCT_FORMAT = "JobID,JobName,State,ExitCode,Elapsed,AllocCPUS"
 
 
@@ -67,6 +67,14 @@ class SlurmHandler(SchedulerHandler):
         result = await self.transport.run([*self.config.scancel_command, scheduler_id])
         if result.exit_status != 0 and "already completing" not in result.stderr \
                 and "Invalid job id" not in result.stderr:
+            raise self._failed("scancel", result)
+
+    async def cancel_by_name(self, name: str) -> None:
+        """One scancel for every job of this name (of our account), however many."""
+        who = ["-u", self.config.user] if self.config.user else ["--me"]
+        result = await self.transport.run([*self.config.scancel_command, *who,
+                                           f"--name={name}"])
+        if result.exit_status != 0:
             raise self._failed("scancel", result)
 
     async def find_by_name(self, name: str) -> str | None:

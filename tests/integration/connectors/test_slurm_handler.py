@@ -218,3 +218,16 @@ async def test_a_site_s_prelude_and_command_lines_reach_the_real_slurm(site_hand
     counts = pool.commands.counts
     assert counts["/usr/bin/sbatch"] == 1 and counts["sbatch"] == 0
     await handler.cancel(job)  # scancel --quiet of an ended job: harmless
+
+
+async def test_cancel_by_name_leaves_no_job_of_that_name(pool, handler):
+    """Two Slurm jobs under one name (a submit repeated after a lost answer): one scancel
+    --name ends both, and their records carry that name."""
+    job_spec = await spec(pool, "twice", "sleep 300")
+    ids = [await handler.submit(job_spec) for _ in range(2)]
+    pool.tracked.extend(ids)
+    await handler.cancel_by_name(job_spec.name)
+    states, _ = await wait_until(handler, ids, all_final, deadline=60)
+    assert {states[i].status for i in ids} == {CANCELLED}, states
+    # accounting may not know the name yet ("allocation" reads as None): never another
+    assert {states[i].name for i in ids} <= {job_spec.name, None}

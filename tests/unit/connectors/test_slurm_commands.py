@@ -58,7 +58,7 @@ async def test_a_site_s_words_start_every_slurm_command():
     sbatch, squeue, sacct, scancel, find_squeue, find_sacct = t.argv
     assert sbatch == ["/opt/slurm/bin/sbatch", "--qos=short", "--comment=two words",
                       "--parsable", "/w/x/job.sbatch"]
-    assert squeue[:3] == ["squeue", "--clusters=c1", "-h"] and squeue[-1] == "%i|%T|%r|%M|%C"
+    assert squeue[:3] == ["squeue", "--clusters=c1", "-h"] and squeue[-1] == "%i|%T|%r|%M|%C|%j"
     assert sacct[:4] == ["sacct", "-M", "c1", "-X"] and "4242" in sacct
     assert scancel == ["scancel", "--clusters=c1", "4242"]
     assert find_squeue[:2] == ["squeue", "--clusters=c1"] and "hpcbridge-x" in find_squeue

@@ -114,7 +114,7 @@ def test_sacct_final_states():
         "16|wrap|OUT_OF_MEMORY|0:125|00:00:05|2",
     ]) + "\n"
     s = parse_sacct(out)
-    assert s["11"] == JobState("11", SUCCEEDED, "COMPLETED", 0, None, 1, 1)
+    assert s["11"] == JobState("11", SUCCEEDED, "COMPLETED", 0, None, 1, 1, "wrap")
     assert (s["12"].status, s["12"].exit_code, s["12"].reason) == (FAILED, 3, "exit code 3")
     # killed by a signal: exit code 0 with signal 9 is not a success
     assert s["13"].status == FAILED
@@ -125,6 +125,17 @@ def test_sacct_final_states():
     assert s["15"].elapsed_seconds == 90
     assert s["16"].status == FAILED and s["16"].reason.startswith("OUT_OF_MEMORY")
     assert all(state.status in FINAL for state in s.values())
+
+
+def test_records_carry_the_job_name_and_a_reused_id_keeps_its_newest_row():
+    queued = parse_squeue("7|RUNNING|None|0:05|1|hpcbridge-abc|with|bars\n")
+    assert queued["7"].name == "hpcbridge-abc|with|bars"  # the name is last: '|' stays in it
+    # a controller that lost its newest jobs hands their ids out again: sacct -j lists both
+    accounted = parse_sacct("8|hpcbridge-old|COMPLETED|0:0|00:00:01|1\n"
+                            "8|hpcbridge-new|RUNNING|0:0|00:00:01|1\n")
+    assert accounted["8"].name == "hpcbridge-new"
+    # accounting that lags the controller names a job "allocation": not a name
+    assert parse_sacct("9|allocation|CANCELLED by 0|0:0|00:00:01|1\n")["9"].name is None
 
 
 @pytest.mark.parametrize("raw", FAILING)
