@@ -86,6 +86,9 @@ class Site(Configurable):
                            ).tag(config=True)
     worker_timeout = Float(30.0, help="Seconds without a heartbeat after which a worker "
                                       "is dead and its work is taken over.").tag(config=True)
+    max_log_bytes = Int(64 << 20, help="Largest log kept per job and stream (stdout, stderr); "
+                                       "past it the bytes are counted, not kept, and the "
+                                       "job gets a log_capped event.").tag(config=True)
     max_log_bytes_per_cycle = Int(256 * 1024, help="Largest log read per job and cycle."
                                   ).tag(config=True)
 

@@ -173,7 +173,9 @@ class DemoApp(Application):
         redis_url = f"unix://{self.redis.socket_file}"
         user, token = getpass.getuser(), secrets.token_hex(16)
         config = os.path.join(self.data_dir, "hpcbridge_config.py")
-        with open(config, "w") as f:
+        # the config holds the demo's token: readable by its owner only
+        with open(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # also when an older, wider file is reused
             f.write(CONFIG.format(data_dir=self.data_dir, redis_url=redis_url, port=self.port,
                                   token=token, user=user))
         url = f"http://127.0.0.1:{self.port}"

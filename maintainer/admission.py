@@ -14,6 +14,8 @@ from redis.exceptions import LockError
 
 from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
 
+from .runtime import REDIS_DOWN
+
 log = logging.getLogger("hpcbridge.maintainer")
 
 
@@ -50,8 +52,12 @@ def next_to_admit(hpc, queued: Sequence, in_scheduler: Sequence) -> list:
 
 
 def admit(rt, job) -> bool:
-    """queued → staging if the HPC has room, is not drained, and the job is next in order."""
-    if rt.store.hpc_state(job.hpc).draining:
+    """queued → staging if the HPC has room, is not drained, was not found unreachable by
+    its poller, and the job is next in order. An HPC known to be down is not tried here:
+    a hung login node would hold this worker for a whole connect budget, slowing every
+    other HPC's jobs; the poller probes it and offers its jobs again once it answers."""
+    state = rt.store.hpc_state(job.hpc)
+    if state.draining or state.reachable is False:
         return False
     wait = rt.tuning.admission_lock_seconds
     try:
@@ -65,4 +71,7 @@ def admit(rt, job) -> bool:
                                        expect=[JobStatus.QUEUED], worker=rt.worker_id)
     except LockError:  # the lock's holder died or is slow: the poller offers it again
         log.warning("admission lock of %s not acquired for job %s", job.hpc, job.id)
+        return False
+    except REDIS_DOWN:  # the job stays queued; the refill after Redis returns offers it
+        log.warning("admission of job %s waits for Redis", job.id)
         return False

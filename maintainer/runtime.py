@@ -43,7 +43,7 @@ class Runtime:
         self.site = site
         self.tuning = Maintainer(config=site.config)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.store = Store(site.db_url)
+        self.store = Store(site.db_url, max_log_bytes=site.max_log_bytes)
         self.redis = connect_redis(site)
         self.hpcs = site.hpc_configs()
         self.handler_classes = site.handler_registry()  # the built-ins and the site's own

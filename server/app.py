@@ -143,7 +143,7 @@ class HPCBridgeServer(ConfigFileApp):
         self.ctx = self.make_context()
 
     def make_context(self) -> ServerContext:
-        store = open_store(self.site.db_url, self.log)
+        store = open_store(self.site, self.log)
         hpcs = self.site.hpc_configs()
         self.register_apps(store)
         prefix = self.base_url.rstrip("/") + "/api/v1/"
@@ -246,14 +246,15 @@ class HPCBridgeServer(ConfigFileApp):
         self.ctx.store.close()
 
 
-def open_store(url: str, log) -> Store:
+def open_store(site: Site, log) -> Store:
     """The store; a database that cannot be opened is one line in the log, its URL
     without the password, and no traceback (which could show it)."""
     from sqlalchemy.exc import SQLAlchemyError
+    url = site.db_url
     shown = hide_password(url)
     log.info("database %s", shown)
     try:
-        return Store(url)
+        return Store(url, max_log_bytes=site.max_log_bytes)
     except (SQLAlchemyError, OSError, ValueError) as exc:
         log.critical("cannot open the database %s: %s", shown,
                      redact(f"{type(exc).__name__}: {exc}", url))

@@ -1,5 +1,7 @@
-"""Admission order (maintainer/admission.py, pure): fair across users, each user's own
-order kept, never more than the HPC has room for."""
+"""Admission (maintainer/admission.py): fair across users, each user's own order kept,
+never more than the HPC has room for, nothing admitted to an HPC known to be down."""
+from maintainer_helpers import add_app, new_job
+
 from hpcbridge.maintainer import admission as A
 
 
@@ -56,3 +58,16 @@ def test_next_to_admit_fills_only_the_free_slots():
     assert [j.id for j in A.next_to_admit(HPC, queued, queue_of("c"))] == ["a1", "b1"]
     assert A.next_to_admit(HPC, queued, queue_of("c c c")) == []
     assert A.next_to_admit(HPC, queued, queue_of("c c c c")) == []  # over capacity
+
+
+def test_a_job_of_an_hpc_its_poller_found_down_is_not_admitted(runtime, tmp_path):
+    """A hung login node must not hold a worker for a connect budget per job: until the
+    poller finds it answering again, its queued jobs stay queued without a connection."""
+    add_app(runtime.store, tmp_path)
+    job = new_job(runtime.store)
+    runtime.store.set_hpc_state("local", reachable=False, message="hangs")
+    assert not A.admit(runtime, job)
+    assert runtime.store.get_job(job.id).status == "queued"
+    runtime.store.set_hpc_state("local", reachable=True, message=None)
+    assert A.admit(runtime, job)
+    assert runtime.store.get_job(job.id).status == "staging"

@@ -59,6 +59,8 @@ def test_a_lookup_that_fails_means_ask_again_never_not_there(runtime, tmp_path):
     assert got.status == "queued" and got.message.startswith("waiting for local:")
     assert handler.calls["submit"] == 0  # unknown is never "not submitted"
     del handler.faults["find_by_name"]
+    assert drive(runtime, job.id) == "waiting for capacity"  # the HPC is down: not tried
+    runtime.store.set_hpc_state("local", reachable=True)  # as its poller finds it again
     assert drive(runtime, job.id) == "submitted"
     assert handler.calls["submit"] == 1
 
@@ -76,6 +78,7 @@ def test_sbatch_while_the_controller_is_down_waits_then_submits_once(runtime, tm
     state = runtime.store.hpc_state("local")
     assert state.reachable is False and "Unable to contact" in state.message
     del handler.faults["submit"]
+    runtime.store.set_hpc_state("local", reachable=True)  # as its poller finds it again
     assert drive(runtime, job.id) == "submitted"
     assert handler.calls["find_by_name"] == 1  # the attempt was recorded: looked up first
     assert "failed" not in events(runtime.store, job.id)
