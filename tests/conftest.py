@@ -304,3 +304,13 @@ def slurm_middleware(stack, hub, redis_url, tmp_path_factory, request):
     yield services
     services.stop()
     remove_remote(stack, f"hpcbridge-it/{services.run_id}")
+
+
+
+@pytest.fixture
+def pg_url(stack):
+    """A new empty database on the stack's PostgreSQL for one test."""
+    from services import new_pg_database
+
+    with new_pg_database(stack) as url:
+        yield url

@@ -5,6 +5,7 @@ Used by fixtures: `Services(tmp_path, stack).start()`; every process is stopped 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -201,3 +202,34 @@ def remove_remote(stack: dict, path: str) -> None:
                     "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-o", "ConnectTimeout=5",
                     "-i", ssh["key"], "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}",
                     "rm", "-rf", path], capture_output=True, timeout=60)
+
+
+def pg_password(stack: dict) -> str:
+    """The password of the stack's PostgreSQL role (it holds '%', '@' and '/')."""
+    pg = stack.get("postgres")
+    if not pg:
+        raise RuntimeError("the stack has no PostgreSQL (run `make stack`)")
+    with open(pg["password_file"]) as f:
+        return f.read().strip()
+
+
+@contextlib.contextmanager
+def new_pg_database(stack: dict, prefix: str = "hpcbridge_test"):
+    """A new empty database on the stack's PostgreSQL: its URL (the password URL-quoted),
+    dropped afterwards."""
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+    pg = stack["postgres"]
+    base = (f"postgresql+psycopg://{pg['user']}:{quote(pg_password(stack), safe='')}"
+            f"@{pg['host']}:{pg['port']}/")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base + "postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base + name
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

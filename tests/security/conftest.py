@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from services import new_pg_database
 
 from hpcbridge.connectors.config import HPCConfig
 from hpcbridge.connectors.pool import ConnectorPool
@@ -142,31 +143,11 @@ def odd_users(hub_users) -> dict[str, str]:
             for name in (n.format(run=hub_users.run) for n in ODD_NAMES)}
 
 
-def pg_password(stack) -> str:
-    with open(stack["postgres"]["password_file"]) as f:
-        return f.read().strip()
-
-
 @pytest.fixture(scope="session")
 def pg_database(stack):
-    """A new PostgreSQL database of the stack (its password holds '%', '@' and '/'):
-    its URL, dropped at the end."""
-    from urllib.parse import quote
-
-    import sqlalchemy as sa
-    pg = stack.get("postgres")
-    if not pg:
-        pytest.fail("the stack has no PostgreSQL (run `make stack`)")
-    base = (f"postgresql+psycopg://{pg['user']}:{quote(pg_password(stack), safe='')}"
-            f"@{pg['host']}:{pg['port']}/")
-    name = f"hpcbridge_sec_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base + "postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield base + name
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """A new PostgreSQL database of the stack for the whole suite: its URL."""
+    with new_pg_database(stack, "hpcbridge_sec") as url:
+        yield url
 
 
 SECURITY_TTL = 2.0  # the middleware's token cache TTL in this suite

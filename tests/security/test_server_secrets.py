@@ -11,8 +11,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import pg_password
-from services import Services, local_hpc
+from services import Services, local_hpc, pg_password
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

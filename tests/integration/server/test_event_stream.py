@@ -9,12 +9,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
-from urllib.parse import quote
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from services import Services
 
 from hpcbridge.server.models import Event
@@ -26,25 +23,6 @@ TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 WRITERS, PER_WRITER = 8, 250  # 2,000 events
 ROLLBACKS = 3  # PostgreSQL: inserts rolled back, ids that never appear
 CUTS = (600, 1200)  # the client drops the stream after this many messages
-
-
-@pytest.fixture
-def pg_url(stack):
-    """A new empty database on the stack's PostgreSQL, dropped afterwards."""
-    pg = stack.get("postgres")
-    if not pg:
-        pytest.fail("the stack has no PostgreSQL (run `make stack`)")
-    with open(pg["password_file"]) as f:
-        password = quote(f.read().strip(), safe="")
-    base = f"postgresql+psycopg://{pg['user']}:{password}@{pg['host']}:{pg['port']}/"
-    name = f"hpcbridge_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base + "postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield base + name
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-import uuid
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -20,31 +18,6 @@ from hpcbridge.server.migrations import alembic_config
 from hpcbridge.server.store import Store
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-def pg_admin_url(stack) -> str:
-    pg = stack.get("postgres")
-    if not pg:
-        pytest.fail("the stack has no PostgreSQL (run `make stack`)")
-    with open(pg["password_file"]) as f:
-        password = f.read().strip()
-    # the stack's password holds '%', '@' and '/': the URL must quote it
-    return (f"postgresql+psycopg://{pg['user']}:{quote(password, safe='')}"
-            f"@{pg['host']}:{pg['port']}/")
-
-
-@pytest.fixture
-def pg_url(pg_admin_url):
-    """A new empty database for one test, dropped afterwards."""
-    name = f"hpcbridge_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_admin_url + "postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield pg_admin_url + name
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def tables(url: str) -> set[str]:
