@@ -15,6 +15,7 @@ import time
 import uuid
 
 import pytest
+from filetree import tree_modes as tree
 
 from hpcbridge.connectors.copy import CopyReport
 from hpcbridge.connectors.errors import JobFileError, ResultsTooLarge, UnsafeSource
@@ -42,15 +43,6 @@ EXPECTED_TREE = {"suid": stat.S_IFREG | 0o600, "sub": stat.S_IFDIR | 0o700,
 EXPECTED_SKIPPED = {"result/passwd (symbolic link)", "result/other-job (symbolic link)",
                     "result/sub/rel (symbolic link)", "result/pipe (named pipe)",
                     "result/sock (socket)"}
-
-
-def tree(folder) -> dict[str, int]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            out[os.path.relpath(path, folder)] = os.lstat(path).st_mode
-    return out
 
 
 def snapshot(root, leave_out) -> dict[str, tuple]:

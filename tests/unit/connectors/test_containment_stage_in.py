@@ -9,6 +9,7 @@ import os
 import stat
 
 import pytest
+from filetree import tree_modes as tree
 
 from hpcbridge.connectors.errors import JobFileError, UnsafeSource
 from hpcbridge.connectors.transport import LocalTransport
@@ -26,15 +27,6 @@ def app(root):
     (folder / "lib" / "data.csv").write_bytes(b"a,b\n")
     os.chmod(folder / "lib" / "data.csv", 0o644)
     return folder
-
-
-def tree(folder) -> dict[str, int]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            out[os.path.relpath(path, folder)] = os.lstat(path).st_mode
-    return out
 
 
 async def stage(t, folder, job="alice/job1"):

@@ -15,6 +15,7 @@ import stat
 import tempfile
 
 import pytest
+from filetree import tree_modes as modes
 
 from hpcbridge.connectors.copy import (
     CopyLimits,
@@ -36,15 +37,6 @@ def job_tree(root) -> str:
     (result / "ok.txt").write_bytes(b"fine")
     (result / "sub" / "deep.txt").write_bytes(b"deep")
     return str(result)
-
-
-def modes(folder) -> dict[str, int]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            out[os.path.relpath(path, folder)] = os.lstat(path).st_mode
-    return out
 
 
 async def test_a_setuid_file_arrives_private_and_without_the_bit(tmp_path):
