@@ -51,8 +51,12 @@ class FileRecords:
     def read_log(self, job_id: str, stream: str, offset: int = 0,
                  limit: int = 1 << 20) -> tuple[bytes, int]:
         """Up to `limit` bytes of a log from `offset`, and the offset after them. Only the
-        chunks overlapping [offset, offset + limit) are read from the database."""
-        end = offset + limit
+        chunks overlapping [offset, offset + limit) are read from the database. Nothing is
+        kept past max_log_bytes, so an offset beyond it answers at once (and never reaches
+        the database, whose offset column is a 32-bit INTEGER on PostgreSQL)."""
+        if offset >= self.max_log_bytes:
+            return b"", offset
+        end = min(offset + limit, self.max_log_bytes)
         with self.session() as s:
             rows = s.exec(select(LogChunk.offset, LogChunk.data).where(
                 LogChunk.job_id == job_id, LogChunk.stream == stream,
