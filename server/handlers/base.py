@@ -135,6 +135,11 @@ class APIHandler(web.RequestHandler):
             raise E.BadRequest(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise E.BadRequest("the body must be a JSON object")
+        where = _nul_at(data)
+        if where is not None:  # no database stores a NUL in text (PostgreSQL refuses it)
+            raise E.ValidationFailed(f"{'.'.join(map(str, where)) or 'body'}: must not "
+                                     "contain NUL bytes",
+                                     [{"loc": list(where), "msg": "must not contain NUL bytes"}])
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -216,3 +221,18 @@ class APIHandler(web.RequestHandler):
         """Admins pass ?all=1 to see everybody's jobs through the same routes."""
         return None if (self.user.admin and self.get_query_argument("all", "") == "1") \
             else self.user.name
+
+
+def _nul_at(value, loc: tuple = ()) -> tuple | None:
+    """The path of the first string (key or value) holding a NUL character, if any."""
+    if isinstance(value, str):
+        return loc if "\0" in value else None
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        if isinstance(key, str) and "\0" in key:
+            return (*loc, key)
+        found = _nul_at(item, (*loc, key))
+        if found is not None:
+            return found
+    return None
