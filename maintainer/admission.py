@@ -57,7 +57,10 @@ def admit(rt, job) -> bool:
     a hung login node would hold this worker for a whole connect budget, slowing every
     other HPC's jobs; the poller probes it and offers its jobs again once it answers."""
     state = rt.store.hpc_state(job.hpc)
-    if state.draining or state.reachable is False:
+    if state.reachable is False:
+        _say_waiting(rt, job, f"waiting for {job.hpc}: {state.message or 'unreachable'}")
+        return False
+    if state.draining:
         return False
     wait = rt.tuning.admission_lock_seconds
     try:
@@ -75,3 +78,10 @@ def admit(rt, job) -> bool:
     except REDIS_DOWN:  # the job stays queued; the refill after Redis returns offers it
         log.warning("admission of job %s waits for Redis", job.id)
         return False
+
+
+def _say_waiting(rt, job, why: str) -> None:
+    """Tell the user why the job waits, once per reason (not at every offer)."""
+    if job.message != why:
+        rt.store.update_job(job.id, message=why)
+        rt.store.add_event(job.id, "waiting", why)

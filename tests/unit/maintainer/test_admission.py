@@ -67,7 +67,10 @@ def test_a_job_of_an_hpc_its_poller_found_down_is_not_admitted(runtime, tmp_path
     job = new_job(runtime.store)
     runtime.store.set_hpc_state("local", reachable=False, message="hangs")
     assert not A.admit(runtime, job)
-    assert runtime.store.get_job(job.id).status == "queued"
+    assert not A.admit(runtime, runtime.store.get_job(job.id))  # offered again
+    got = runtime.store.get_job(job.id)
+    assert got.status == "queued" and got.message == "waiting for local: hangs"
+    assert [e.type for e in runtime.store.events(job.id)].count("waiting") == 1
     runtime.store.set_hpc_state("local", reachable=True, message=None)
     assert A.admit(runtime, job)
     assert runtime.store.get_job(job.id).status == "staging"
