@@ -22,19 +22,15 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from .archive import ArchiveError, extract, zip_folder
-from .errors import (
-    ConfigurationError,
-    HPCBridgeError,
-    JobFailed,
-    Unavailable,
-    error_for,
-)
+from .client_sessions import SessionCalls
+from .client_sweeps import SweepCalls
+from .errors import ConfigurationError, HPCBridgeError, JobFailed, Unavailable, error_for
 from .lifecycle import FINAL, JobStatus
 from .progress import ProgressBar, sse_events
 from .schemas import AppInfo, EventInfo, HPCInfo, JobInfo, Me, ResultEntry
 
 
-class Client:
+class Client(SweepCalls, SessionCalls):
     """A connection to the hpcbridge middleware.
 
     url: the middleware (default $HPCBRIDGE_URL); token: a JupyterHub token (default

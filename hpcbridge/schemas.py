@@ -100,12 +100,20 @@ class Resources(Model):
     partition: str | None = None
 
 
+class NotifyRequest(Model):
+    webhook: str | None = Field(None, max_length=2000, description="an http(s) URL that "
+                                "gets a signed POST when the job ends")
+    email: str | None = Field(None, max_length=254, description="an address that gets a "
+                              "mail when the job ends")
+
+
 class JobCreate(Model):
     app: str
     hpc: str | None = None
     params: dict[str, Any] = {}
     resources: Resources = Resources()
     upload: str | None = None
+    notify: NotifyRequest | None = None
 
 
 class JobInfo(Model):
@@ -121,6 +129,8 @@ class JobInfo(Model):
     scheduler_id: str | None = None
     exit_code: int | None = None
     cancel_requested: bool = False
+    sweep_id: str | None = None
+    sweep_index: int | None = None
     created_at: dt.datetime
     queued_at: dt.datetime | None = None
     submitted_at: dt.datetime | None = None

@@ -31,6 +31,7 @@ from .decisions import OURS, WATCHED, on_scheduler_state, record_verdict
 from .logs import due_for_tail, tail_logs
 from .reconcile import reconcile, resolve_unseen
 from .runtime import Runtime
+from .sessions import watch_sessions
 from .stats import count_commands_of, measured
 from .tasks import hpc_unavailable
 from .throttle import Throttle
@@ -218,6 +219,7 @@ class Poller:
         self._admit(hpc, jobs, moved, force=back)
         if self.cycles[hpc.id] % self.tuning.reconcile_every_cycles == 0:
             reconcile(run, hpc, self.offer)
+        watch_sessions(run, hpc)
 
     def _probe(self, run: CycleRuntime, hpc, answered: bool) -> bool:
         """Is the HPC reachable? Known from this cycle's status call; else, while it is

@@ -22,6 +22,8 @@ from hpcbridge.lifecycle import JobStatus
 from . import claims
 from . import runtime as R
 from .liveness import heartbeat_loop
+from .metrics import instrument_worker
+from .notify import deliver_until_stopped
 from .poller import Poller
 from .runtime import REDIS_DOWN
 
@@ -252,7 +254,10 @@ def run_worker(config: Config | None = None, burst: bool = False,
     stop = threading.Event()
     poller = Poller(rt, stop)
     watch = RedisWatch(rt, stop, parent_pid)
+    instrument_worker(rt, poller)
     threads = [
+        threading.Thread(target=deliver_until_stopped, args=(rt, stop),
+                         name="hpcbridge-notify", daemon=True),
         threading.Thread(target=poller.run, name="hpcbridge-poller", daemon=True),
         threading.Thread(target=heartbeat_loop, args=(rt, lambda: poller.leases, stop),
                          name="hpcbridge-heartbeat", daemon=True),

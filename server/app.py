@@ -15,10 +15,13 @@ from hpcbridge import __version__
 from hpcbridge.config import ConfigFileApp, Site
 
 from . import handlers as H
+from . import metrics
 from .apps import fetch_app
 from .auth import Authenticator, HubAuthenticator, StaticTokenAuthenticator
+from .compat.cybergis import CyberGISCompat
 from .errors import APIError
 from .eventcursor import GRACE_SECONDS
+from .handlers import admin, sessions, sweeps
 from .limits import DEFAULT_MAX_BODY_BYTES, Slots
 from .openapi import build_openapi
 from .queue import JobQueue
@@ -73,11 +76,7 @@ def make_routes(prefix: str):
         (rf"{p}/jobs/(?P<job_id>[^/]+)(?:/.*)?", H.NotFoundHandler),
         (rf"{p}/uploads", H.UploadHandler),
         (rf"{p}/events/stream", H.EventStreamHandler),
-        (rf"{p}/admin/jobs", H.AdminJobsHandler),
-        (rf"{p}/admin/jobs/{jid}/cancel", H.AdminCancelHandler),
-        (rf"{p}/admin/users/(?P<name>[^/]+)/quota", H.AdminQuotaHandler),
-        (rf"{p}/admin/hpcs/(?P<hpc_id>[^/]+)/(?P<action>drain|resume)", H.AdminDrainHandler),
-        (rf"{p}/admin/workers", H.AdminWorkersHandler),
+        *admin.routes(p, jid), *sweeps.routes(p), *sessions.routes(p),
     ]
 
 
@@ -85,7 +84,7 @@ class HPCBridgeServer(ConfigFileApp):
     name = "hpcbridge-server"
     version = __version__
     description = "The hpcbridge middleware: REST API, job store and queue."
-    classes = [Site, HubAuthenticator, StaticTokenAuthenticator]
+    classes = [Site, HubAuthenticator, StaticTokenAuthenticator, CyberGISCompat]
     aliases = {"ip": "HPCBridgeServer.ip", "port": "HPCBridgeServer.port",
                "config": "HPCBridgeServer.config_file", "data-dir": "Site.data_dir",
                "db-url": "Site.db_url", "redis-url": "Site.redis_url",
@@ -166,13 +165,16 @@ class HPCBridgeServer(ConfigFileApp):
                 self.log.error("app %s not registered: %s", source, exc.message)
 
     def make_app(self) -> web.Application:
-        prefix = self.base_url.rstrip("/") + "/api/v1"
-        return web.Application(make_routes(prefix), ctx=self.ctx,
+        base = self.base_url.rstrip("/")
+        routes = [*make_routes(base + "/api/v1"), *metrics.routes(base),
+                  *CyberGISCompat(parent=self).routes(base)]
+        return web.Application(routes, ctx=self.ctx,
                                default_handler_class=H.NotFoundHandler,
                                log_function=self._log_request)
 
     def _log_request(self, handler):
         # never log query strings or headers: tokens must not reach logs
+        metrics.observe_request(handler)
         status = handler.get_status()
         level = logging.INFO if status < 400 else logging.WARNING
         if status >= 500:

@@ -11,8 +11,8 @@ from sqlmodel import Field, SQLModel
 from hpcbridge.clock import aware, utcnow
 from hpcbridge.lifecycle import JobStatus
 
-__all__ = ["App", "Event", "HPCState", "Job", "LogChunk", "Quota", "Upload", "Worker",
-           "new_id"]
+__all__ = ["App", "Event", "HPCState", "Job", "LogChunk", "Notification", "Quota",
+           "ServiceSession", "SessionEvent", "Sweep", "Upload", "Worker", "new_id"]
 
 
 def new_id() -> str:
@@ -57,6 +57,13 @@ class Job(SQLModel, table=True):
         default=None, description="hash of the request that made the job under its "
                                   "idempotency key: a retry must carry the same request")
     log_changed_at: dt.datetime | None = None
+    sweep_id: str | None = Field(default=None, index=True,
+                                 description="the sweep this job is an element of")
+    sweep_index: int | None = Field(default=None, description="its index in the sweep "
+                                    "(the Slurm array task id)")
+    notify: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON),
+                                          description="where to say that the job ended: "
+                                                      "{'webhook': url, 'email': address}")
     created_at: dt.datetime = Field(default_factory=utcnow)
     queued_at: dt.datetime | None = None
     staging_at: dt.datetime | None = None
@@ -106,6 +113,10 @@ class Quota(SQLModel, table=True):
     user: str = Field(primary_key=True)
     limit_seconds: float | None = None
     used_seconds: float = 0
+    session_limit_seconds: float | None = Field(
+        default=None, description="wall seconds of interactive sessions allowed; null = the "
+                                  "site's default")
+    session_used_seconds: float = 0
 
 
 class Worker(SQLModel, table=True):
@@ -129,3 +140,81 @@ class HPCState(SQLModel, table=True):
     reachable: bool | None = None
     message: str | None = None
     checked_at: dt.datetime | None = None
+
+
+class Sweep(SQLModel, table=True):
+    """A parameter sweep: its elements are Jobs (Job.sweep_id); on Slurm one job array."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user: str = Field(index=True)
+    app: str
+    hpc: str
+    size: int
+    resources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    throttle: int | None = Field(default=None, description="elements running at once (%N)")
+    upload: str | None = None
+    scheduler_id: str | None = Field(default=None, description="the array job's id")
+    remote_dir: str | None = None
+    submit_attempted_at: dt.datetime | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ServiceSession(SQLModel, table=True):
+    """An interactive session: a service (kind "service" app) running as a scheduler job,
+    reached through the middleware's proxy. stopped -> starting -> running -> stopped."""
+
+    __tablename__ = "service_session"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user: str = Field(index=True)
+    app: str
+    hpc: str = Field(index=True)
+    status: str = Field(default="starting", index=True)
+    message: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    resources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    scheduler_id: str | None = None
+    remote_dir: str | None = None
+    worker: str | None = None
+    node: str | None = None
+    port: int | None = None
+    secret: str | None = Field(default=None, description="the service's own token: never "
+                                                         "shown in the API")
+    stop_requested: bool = False
+    time_limit_seconds: int | None = None
+    charged_seconds: float = 0
+    charged_until: dt.datetime | None = Field(default=None, description="time used is "
+                                              "charged up to here")
+    submit_attempted_at: dt.datetime | None = None
+    last_activity_at: dt.datetime | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    running_at: dt.datetime | None = None
+    stopped_at: dt.datetime | None = None
+    updated_at: dt.datetime = Field(default_factory=utcnow, index=True)
+
+
+class SessionEvent(SQLModel, table=True):
+    __tablename__ = "session_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(index=True, foreign_key="service_session.id")
+    time: dt.datetime = Field(default_factory=utcnow)
+    type: str
+    message: str
+
+
+class Notification(SQLModel, table=True):
+    """An outbox row: one message to send about a job's end, retried until sent or given
+    up (written in the same transaction as the final transition, so none is lost)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, foreign_key="job.id")
+    channel: str = Field(description="webhook | email")
+    target: str
+    status: str = Field(default="pending", index=True, description="pending|sent|failed")
+    attempts: int = 0
+    next_attempt_at: dt.datetime = Field(default_factory=utcnow, index=True)
+    last_error: str | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    sent_at: dt.datetime | None = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic.json_schema import models_json_schema
 
-from hpcbridge import __version__
+from hpcbridge import __version__, schemas_admin, schemas_sessions, schemas_sweeps
 from hpcbridge import schemas as S
 from hpcbridge.lifecycle import STATUSES
 
@@ -42,6 +42,7 @@ ROUTES = [
      {200: [S.HPCInfo]}, True),
     ("get", "/admin/workers", "Maintainer workers and their leases (admin)", None,
      {200: [S.WorkerInfo]}, True),
+    *schemas_sweeps.ROUTES, *schemas_sessions.ROUTES, *schemas_admin.ROUTES,
 ]
 _STATUS = {"type": "array", "items": {"type": "string", "enum": list(STATUSES)},
            "description": "repeat it, or join with commas"}
@@ -63,6 +64,7 @@ QUERY = {
         "description": "the Last-Event-ID header, for clients or proxies that cannot send it"})],
     "/uploads": [("name", {"type": "string", "description": "the file's name when the body "
                                                             "is one file, not an archive"})],
+    **schemas_sweeps.QUERY, **schemas_sessions.QUERY, **schemas_admin.QUERY,
 }
 # request headers the handlers read (with the rules they enforce: 422 outside them)
 HEADERS = {

@@ -16,10 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
 from hpcbridge.clock import utcnow
-from hpcbridge.lifecycle import ACTIVE, IN_SCHEDULER, TIMESTAMPS, JobStatus, sources_of
+from hpcbridge.lifecycle import ACTIVE, FINAL, IN_SCHEDULER, TIMESTAMPS, JobStatus, sources_of
 
 from .models import App, Event, HPCState, Job, Quota, Worker
 from .storefiles import DEFAULT_MAX_LOG_BYTES, FileRecords
+from .storenotify import NotificationRecords
+from .storesessions import SessionRecords
+from .storesweeps import SweepRecords
 
 
 def private_file(path: str) -> None:
@@ -60,8 +63,9 @@ def make_engine(url: str):
     return create_engine(url, pool_pre_ping=True)
 
 
-class Store(FileRecords):
-    """The database. Logs and uploads: server/storefiles.py."""
+class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords):
+    """The database. Logs and uploads: server/storefiles.py; sweeps, sessions and the
+    notification outbox: server/storesweeps.py, storesessions.py, storenotify.py."""
 
     def __init__(self, url: str, create: bool = True,
                  max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
@@ -177,6 +181,8 @@ class Store(FileRecords):
                 s.rollback()
                 return False
             s.add(Event(job_id=job_id, time=now, type=event_type or to, message=message))
+            if to in FINAL:  # in the same transaction: an ended job's messages are never lost
+                self.add_notifications(s, job_id, to, message)
             s.commit()
         return True
 

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "run", None):  # the session, sweep and admin commands
+        return args.run(args)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -74,4 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("cancel", "cancel a job", job_id=True)
     command("download", "download a job's results", job_id=True).add_argument(
         "dest", nargs="?", default=None)
+    from . import admin, sessions, sweeps
+    for module in (sweeps, sessions, admin):
+        module.add_commands(sub, common)
     return parser

@@ -10,6 +10,17 @@ from .jobs import JobCancelHandler
 from .meta import hpc_list
 
 
+def routes(p: str, jid: str) -> list[tuple]:
+    """The admin routes under the API prefix p; jid matches a job id."""
+    return [
+        (rf"{p}/admin/jobs", AdminJobsHandler),
+        (rf"{p}/admin/jobs/{jid}/cancel", AdminCancelHandler),
+        (rf"{p}/admin/users/(?P<name>[^/]+)/quota", AdminQuotaHandler),
+        (rf"{p}/admin/hpcs/(?P<hpc_id>[^/]+)/(?P<action>drain|resume)", AdminDrainHandler),
+        (rf"{p}/admin/workers", AdminWorkersHandler),
+    ]
+
+
 class AdminJobsHandler(APIHandler):
     def get(self):
         self.require_admin()
