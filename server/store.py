@@ -6,6 +6,7 @@ Every status change goes through `transition`, which is guarded by the lifecycle
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,10 +20,13 @@ from hpcbridge.clock import utcnow
 from hpcbridge.lifecycle import ACTIVE, FINAL, IN_SCHEDULER, TIMESTAMPS, JobStatus, sources_of
 
 from .models import App, Event, HPCState, Job, Quota, Worker
+from .storeadmin import AdminRecords
 from .storefiles import DEFAULT_MAX_LOG_BYTES, FileRecords
 from .storenotify import NotificationRecords
 from .storesessions import SessionRecords
 from .storesweeps import SweepRecords
+
+log = logging.getLogger("hpcbridge.store")
 
 
 def private_file(path: str) -> None:
@@ -63,9 +67,15 @@ def make_engine(url: str):
     return create_engine(url, pool_pre_ping=True)
 
 
-class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords):
+class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, AdminRecords):
     """The database. Logs and uploads: server/storefiles.py; sweeps, sessions and the
-    notification outbox: server/storesweeps.py, storesessions.py, storenotify.py."""
+    notification outbox: server/storesweeps.py, storesessions.py, storenotify.py; operators'
+    queries: server/storeadmin.py.
+
+    transition_hooks: callables (job_id, status) run after each committed transition (metrics);
+    a failing hook is logged, never raised."""
+
+    transition_hooks: list = []  # class-wide: every Store of the process
 
     def __init__(self, url: str, create: bool = True,
                  max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
@@ -184,6 +194,11 @@ class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords):
             if to in FINAL:  # in the same transaction: an ended job's messages are never lost
                 self.add_notifications(s, job_id, to, message)
             s.commit()
+        for hook in self.transition_hooks:
+            try:
+                hook(job_id, to)
+            except Exception:  # an observer never breaks a transition
+                log.exception("transition hook %r failed", hook)
         return True
 
     def update_job(self, job_id: str, **fields: Any) -> None:
