@@ -179,6 +179,8 @@ class ServiceSession(SQLModel, table=True):
     worker: str | None = None
     node: str | None = None
     port: int | None = None
+    base_url: str | None = Field(default=None, description="the path the service is served "
+                                 "under, as the browser sees it (its proxy path)")
     secret: str | None = Field(default=None, description="the service's own token: never "
                                                          "shown in the API")
     stop_requested: bool = False

@@ -39,6 +39,7 @@ def _sessions() -> None:
     sa.Column('worker', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('node', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('port', sa.Integer(), nullable=True),
+    sa.Column('base_url', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('secret', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('stop_requested', sa.Boolean(), nullable=False),
     sa.Column('time_limit_seconds', sa.Integer(), nullable=True),
