@@ -87,14 +87,15 @@ class FaultEnv:
         return h
 
     def start(self, stack: dict | None = None, redis_url: str | None = None, workers=2,
-              capacity=40, extra_hpcs=(), maintainer=True, **hpc) -> Services:
+              capacity=40, extra_hpcs=(), maintainer=True, extra_config: str = "",
+              **hpc) -> Services:
         """Services on the Slurm of `stack` (default the real one; a private sshd's copy),
         with Redis at redis_url (default the stack's)."""
         stack = dict(stack or self.stack)
         if redis_url:
             stack["redis_url"] = redis_url
         svc = Services(str(self.tmp / f"s{len(self.services)}"), stack, workers=workers,
-                       auth="hub")
+                       auth="hub", extra_config=extra_config)
         svc.hpcs = [slurm_hpc(stack, svc.run_id, capacity=capacity, **hpc), *extra_hpcs]
         self.services.append(svc)
         return svc.start(maintainer=maintainer)

@@ -71,7 +71,9 @@ def test_slurmctld_stopped_for_45_seconds(faults, stack):
            "'running' under ids slurmctld handed out again and 1 wrongly failed; run with "
            "HPCBRIDGE_FAULTS_SLURMCTLD_KILL=1")
 def test_slurmctld_killed_hard_forgets_its_newest_jobs(faults, stack):
-    svc = faults.start(capacity=40)
+    # a job whose id only accounting still remembers (its end never recorded: the controller
+    # died) is declared lost after 2 x lost_after: short enough to end within the case
+    svc = faults.start(capacity=40, extra_config="c.Maintainer.lost_after_seconds = 30.0")
     fleet = Fleet(svc, stack)
     fleet.submit(32)  # a burst: kill as soon as most of it reached sbatch
     seen = fleet.until(lambda s: sum(s[k] for k in IN_SLURM) >= 20, 60)
