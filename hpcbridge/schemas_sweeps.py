@@ -16,7 +16,7 @@ class GridRange(Model):
     """Values start, start+step, … below stop (like numpy.arange), rounded so that
     0.1 steps give 0.3, not 0.30000000000000004."""
 
-    range: list[float] = Field(min_length=3, max_length=3,
+    range: list[int | float] = Field(min_length=3, max_length=3,
                                description="[start, stop, step]; stop is left out")
 
 
