@@ -1,10 +1,387 @@
 """Notifications when a job ends (issue #25): the outbox rows the store wrote with the final
 transition, sent as signed webhooks and mails, retried with back-off, never blocking a
-worker's other work."""
+worker's other work.
+
+The site configures it in hpcbridge_config.py (`c.Notifier.webhook_secret = ...`); the
+middleware reads the same settings to refuse, at submit, what would never be sent.
+Docs: docs/notifications.md."""
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import smtplib
+import socket
 import threading
+import time
+import types
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import make_msgid
+from urllib.parse import urlsplit
+
+import httpx
+from tenacity import wait_exponential_jitter
+from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets.config import Configurable
+
+from hpcbridge.clock import aware
+from hpcbridge.lifecycle import FINAL
+
+log = logging.getLogger("hpcbridge.maintainer.notify")
+
+SIGNATURE_HEADER = "X-HPCBridge-Signature"
+TIMESTAMP_HEADER = "X-HPCBridge-Timestamp"
+DELIVERY_HEADER = "X-HPCBridge-Delivery"
+# local@domain, no spaces, quotes, angle brackets or line breaks (a header injection)
+EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
+                   r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+
+
+class Notifier(Configurable):
+    """Where and how the messages about ended jobs are sent."""
+
+    webhook_secret = Unicode(help="""HMAC-SHA256 key that signs every webhook (header
+        X-HPCBridge-Signature). Empty: this site sends no webhooks, and a job asking for one
+        is refused. Default: $HPCBRIDGE_WEBHOOK_SECRET.""").tag(config=True)
+
+    @default("webhook_secret")
+    def _secret(self):
+        return os.environ.get("HPCBRIDGE_WEBHOOK_SECRET", "")
+
+    webhook_hosts = List(Unicode(), help="""Hosts webhooks may go to ('hooks.example.org', or
+        '*.example.org' for its subdomains). Empty (the default): any host whose addresses
+        are all public; private, loopback and link-local addresses are refused (a user's URL
+        must not reach the site's internal services). Listed hosts are trusted as they are,
+        private addresses included.""").tag(config=True)
+    webhook_proxy = Unicode("", help="""An HTTP(S) proxy every webhook goes through (e.g. an
+        egress proxy that enforces the site's own rules); empty: direct.""").tag(config=True)
+    smtp_host = Unicode("", help="""SMTP server that sends the mails. Empty: this site sends
+        no mail, and a job asking for one is refused.""").tag(config=True)
+    smtp_port = Int(25, help="SMTP port (587 with smtp_starttls, usually).").tag(config=True)
+    smtp_starttls = Bool(False, help="Upgrade the SMTP connection with STARTTLS."
+                         ).tag(config=True)
+    smtp_user = Unicode("", help="SMTP login; empty: none.").tag(config=True)
+    smtp_password = Unicode("", help="SMTP password. Default: $HPCBRIDGE_SMTP_PASSWORD."
+                            ).tag(config=True)
+
+    @default("smtp_password")
+    def _smtp_password(self):
+        return os.environ.get("HPCBRIDGE_SMTP_PASSWORD", "")
+
+    mail_from = Unicode("hpcbridge@localhost", help="The mails' From address."
+                        ).tag(config=True)
+    link_base_url = Unicode("", help="""Public URL of the middleware (e.g.
+        https://hub.example.org/services/hpcbridge); messages link to <it>/api/v1/jobs/<id>.
+        Empty: no link.""").tag(config=True)
+    send_timeout = Float(10.0, help="Seconds one send (connect, TLS, answer) may take."
+                         ).tag(config=True)
+    max_attempts = Int(8, help="""Attempts per message before it is given up (the row is
+        failed and the job gets a notification_failed event).""").tag(config=True)
+    retry_initial_seconds = Float(5.0, help="""Wait after the first failed attempt; doubled
+        after each further one (plus jitter), up to retry_max_seconds.""").tag(config=True)
+    retry_max_seconds = Float(600.0, help="Longest wait between two attempts."
+                              ).tag(config=True)
+    retry_jitter_seconds = Float(2.0, help="""A random 0..this many seconds added to each
+        wait, so that many messages to one failing receiver do not come back in step."""
+                                 ).tag(config=True)
+    poll_seconds = Float(2.0, help="""How often each worker looks for due messages (a job
+        ending in the same worker wakes it at once).""").tag(config=True)
+    concurrency = Int(4, help="Messages one worker sends at once.").tag(config=True)
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed message is the claimer's: longer than any one send."""
+        return 3 * self.send_timeout + 30
+
+
+class Permanent(Exception):
+    """Sending again would fail the same way: give up now."""
+
+
+# --- rules shared with the middleware's submit-time checks ----------------------------------
+def host_allowed(host: str, patterns) -> bool:
+    host = host.lower().rstrip(".")
+    for pattern in patterns:
+        pattern = pattern.lower().rstrip(".")
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False
+
+
+def public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_global and not (mapped or ip).is_multicast
+
+
+def webhook_problem(url: str, notifier: Notifier) -> str | None:
+    """Why this webhook URL is refused, or None. Host names are resolved only when sending
+    (public_targets): here only what the URL itself shows is judged."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not hold a user name or password (put a token in the path or query)"
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return "must not hold spaces or control characters"
+    host = parts.hostname
+    if notifier.webhook_hosts:
+        return None if host_allowed(host, notifier.webhook_hosts) else \
+            f"host {host} is not among this site's webhook hosts"
+    if host in ("localhost",) or host.endswith(".localhost"):
+        return "must not point at this site's own machines"
+    try:
+        if not public_address(host):
+            return "must not point at a private, loopback or link-local address"
+    except ValueError:
+        pass  # a name: judged when it is resolved
+    return None
+
+
+def email_problem(address: str) -> str | None:
+    if not EMAIL.fullmatch(address or ""):
+        return "must be one plain address such as name@example.org"
+    try:
+        Address(addr_spec=address)
+    except (ValueError, IndexError) as exc:
+        return f"not an address: {exc}"
+    return None
+
+
+def channel_problem(channel: str, notifier: Notifier) -> str | None:
+    """Why this site cannot send on `channel` at all, or None."""
+    if channel == "webhook" and not notifier.webhook_secret:
+        return "this site sends no webhooks (no webhook secret is configured)"
+    if channel == "email" and not notifier.smtp_host:
+        return "this site sends no mail (no SMTP server is configured)"
+    return None
+
+
+# --- messages -------------------------------------------------------------------------------
+def job_link(job, notifier: Notifier) -> str | None:
+    base = notifier.link_base_url.rstrip("/")
+    return f"{base}/api/v1/jobs/{job.id}" if base else None
+
+
+def payload(job, notifier: Notifier) -> dict:
+    finished = aware(job.finished_at)
+    return {"event": "job.ended", "job_id": job.id, "user": job.user, "app": job.app,
+            "hpc": job.hpc, "status": job.status, "message": job.message,
+            "exit_code": job.exit_code,
+            "finished_at": finished.isoformat() if finished else None,
+            "link": job_link(job, notifier)}
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>." + body): the timestamp is
+    signed too, so a receiver can refuse an old message sent again."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def retry_delay(attempt: int, notifier: Notifier) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1, 2, ...)."""
+    wait = wait_exponential_jitter(initial=notifier.retry_initial_seconds,
+                                   max=notifier.retry_max_seconds,
+                                   jitter=notifier.retry_jitter_seconds)
+    return wait(types.SimpleNamespace(attempt_number=attempt))
+
+
+def mail(job, note, notifier: Notifier) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = f"hpcbridge: your job {job.app} on {job.hpc} {job.status}"
+    msg["From"] = notifier.mail_from
+    msg["To"] = note.target
+    msg["Message-ID"] = make_msgid(domain=notifier.mail_from.rpartition("@")[2] or None)
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
+    data = payload(job, notifier)
+    lines = [f"Your job {job.id} ({job.app} on {job.hpc}) {job.status}.", "",
+             f"Message:  {job.message or '-'}", f"Finished: {data['finished_at'] or '-'}"]
+    if data["exit_code"] is not None:
+        lines.append(f"Exit code: {data['exit_code']}")
+    if data["link"]:
+        lines += ["", f"Details: {data['link']}"]
+    msg.set_content("\n".join(lines) + "\n")
+    return msg
+
+
+# --- sending ----------------------------------------------------------------------------------
+def public_targets(host: str, port: int, timeout: float) -> list[str]:
+    """The host's addresses, if every one is public (else Permanent): what the webhook is
+    sent to, so that a name cannot be resolved again to another address in between."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)  # getaddrinfo itself has no timeout
+    try:
+        infos = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM
+                            ).result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise OSError(f"no address for {host} within {timeout:.0f} s") from None
+    finally:
+        pool.shutdown(wait=False)
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses or not all(public_address(a) for a in addresses):
+        raise Permanent(f"{host} resolves to a private, loopback or link-local address")
+    return addresses
+
+
+def send_webhook(job, note, notifier: Notifier) -> str:
+    problem = webhook_problem(note.target, notifier) or channel_problem("webhook", notifier)
+    if problem:
+        raise Permanent(problem)
+    body = json.dumps(payload(job, notifier), separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "User-Agent": "hpcbridge-notify",
+               TIMESTAMP_HEADER: timestamp, DELIVERY_HEADER: str(note.id),
+               SIGNATURE_HEADER: signature(notifier.webhook_secret, timestamp, body)}
+    url, extensions = httpx.URL(note.target), {}
+    if not notifier.webhook_hosts and not notifier.webhook_proxy:
+        address = public_targets(url.host, url.port or (443 if url.scheme == "https" else 80),
+                                 notifier.send_timeout)[0]
+        headers["Host"] = url.netloc.decode("ascii")
+        extensions = {"sni_hostname": url.host}
+        url = url.copy_with(host=address)
+    with httpx.Client(timeout=notifier.send_timeout, follow_redirects=False, trust_env=False,
+                      proxy=notifier.webhook_proxy or None) as client:
+        response = client.post(url, content=body, headers=headers, extensions=extensions)
+    if response.is_success:
+        return f"webhook delivered ({response.status_code})"
+    error = f"the webhook answered {response.status_code} {response.reason_phrase}"
+    if response.status_code in (408, 425, 429) or response.status_code >= 500:
+        raise OSError(error)  # the receiver's trouble: again later
+    raise Permanent(error)  # 3xx (never followed) and other 4xx: sending again will not help
+
+
+def send_mail(job, note, notifier: Notifier) -> str:
+    problem = email_problem(note.target) or channel_problem("email", notifier)
+    if problem:
+        raise Permanent(problem)
+    message = mail(job, note, notifier)
+    try:
+        with smtplib.SMTP(notifier.smtp_host, notifier.smtp_port,
+                          timeout=notifier.send_timeout) as smtp:
+            if notifier.smtp_starttls:
+                smtp.starttls()
+            if notifier.smtp_user:
+                smtp.login(notifier.smtp_user, notifier.smtp_password)
+            smtp.send_message(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise Permanent(f"the mail server refused {note.target}: {exc.recipients}") from None
+    except smtplib.SMTPResponseException as exc:
+        if 500 <= exc.smtp_code < 600 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+            raise Permanent(f"the mail server refused the mail: {exc.smtp_code} "
+                            f"{exc.smtp_error!r}") from None
+        raise  # 4xx, or the site's login is wrong: again later (logged for the operators)
+    return f"mail sent to {note.target}"
+
+
+SENDERS = {"webhook": send_webhook, "email": send_mail}
+
+
+class Outbox:
+    """One worker's share of the outbox: claims due messages, sends them a few at a time,
+    writes each outcome."""
+
+    def __init__(self, store, notifier: Notifier):
+        self.store, self.notifier = store, notifier
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max(1, notifier.concurrency), thread_name_prefix="hpcbridge-notify-send")
+
+    def deliver_due(self) -> int:
+        """Send what is due now (at most `concurrency` messages); how many were claimed."""
+        n = self.notifier
+        claimed = self.store.claim_notifications(max(1, n.concurrency), n.lease_seconds)
+        futures = {self.pool.submit(SENDERS[note.channel], job, note, n): note
+                   for note, job in claimed}
+        for future, note in futures.items():
+            try:
+                self.sent(note, future.result(timeout=2 * n.send_timeout + 10))
+            except Exception as exc:  # every failure is an outcome: retried or given up
+                self.failed(note, exc)
+        return len(claimed)
+
+    def sent(self, note, message: str) -> None:
+        log.info("notification %s of job %s: %s", note.id, note.job_id, message)
+        self.store.notification_sent(note, message)
+
+    def failed(self, note, exc: Exception) -> None:
+        error = describe(exc)
+        what = "webhook" if note.channel == "webhook" else f"mail to {note.target}"
+        if isinstance(exc, Permanent) or note.attempts >= self.notifier.max_attempts:
+            log.warning("notification %s of job %s given up after %d attempts: %s",
+                        note.id, note.job_id, note.attempts, error)
+            self.store.notification_failed(
+                note, f"{what} not sent after {note.attempts} attempt(s): {error}", error)
+            return
+        delay = retry_delay(note.attempts, self.notifier)
+        log.info("notification %s of job %s: attempt %d failed (%s); again in %.1f s",
+                 note.id, note.job_id, note.attempts, error, delay)
+        self.store.notification_retry(note, delay, error)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def describe(exc: Exception) -> str:
+    if isinstance(exc, Permanent | OSError) and str(exc):
+        return str(exc)
+    if isinstance(exc, concurrent.futures.TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, httpx.TimeoutException):
+        return "the webhook did not answer in time"
+    if isinstance(exc, httpx.HTTPError):
+        return f"the webhook could not be reached: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def deliver_until_stopped(rt, stop: threading.Event) -> None:
-    """A worker thread: send due notifications until `stop`."""
+    """A worker thread: send due notifications until `stop`. Never raises: a failing round
+    (the database away) is logged and tried again ever more slowly."""
+    try:
+        notifier = Notifier(parent=rt.site)
+        outbox = Outbox(rt.store, notifier)
+    except Exception:
+        log.exception("notifications are off in this worker: bad Notifier settings")
+        return
+    wake = threading.Event()
+
+    def on_transition(job_id, status):  # a job ended in this process: look at once
+        if status in FINAL:
+            wake.set()
+    hooks = type(rt.store).transition_hooks
+    hooks.append(on_transition)
+    failures = 0
+    try:
+        while not stop.is_set():
+            wake.clear()  # before the claim: a job ending during the round is seen next
+            try:
+                busy = outbox.deliver_due()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("notification round failed (%d in a row)", failures)
+                busy = 0
+            if not busy:
+                pause_until(min(notifier.poll_seconds * 2 ** failures, 60.0), wake, stop)
+    finally:
+        hooks.remove(on_transition)
+        outbox.close()
+
+
+def pause_until(seconds: float, wake: threading.Event, stop: threading.Event) -> None:
+    """Wait `seconds`, or less if `wake` or `stop` is set meanwhile."""
+    deadline = time.monotonic() + seconds
+    while not (wake.is_set() or stop.is_set()):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        wake.wait(min(left, 0.5))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcbridge import schemas as S
+from hpcbridge.maintainer.notify import Notifier, channel_problem, email_problem, webhook_problem
 from hpcbridge.manifest import check_submission, parse_manifest, raise_for
 
 from . import errors as E
@@ -93,3 +94,23 @@ def admit(store, hpcs: dict, user: str, request: JobRequest,
     check_quota(store, user, default_quota)
     return Admission(app=app.id, hpc=hpc_id, params=params, resources=resources,
                      upload=request.upload)
+
+
+def check_notify(notify: S.NotifyRequest | None, site) -> dict | None:
+    """Where the job's end is to be told ({'webhook': url, 'email': address}), as the store
+    records it, or a 422 naming every refused value: a malformed URL or address, a host the
+    site does not send to (its Notifier settings), a channel the site has not set up."""
+    wanted = {k: v for k, v in (notify.model_dump() if notify else {}).items() if v}
+    if not wanted:
+        return None
+    notifier = Notifier(parent=site)
+    errors = []
+    for channel, value in wanted.items():
+        problem = channel_problem(channel, notifier) or (
+            webhook_problem(value, notifier) if channel == "webhook" else email_problem(value))
+        if problem:
+            errors.append({"loc": ["notify", channel], "msg": problem})
+    if errors:
+        raise E.ValidationFailed("; ".join(f"notify.{e['loc'][1]}: {e['msg']}"
+                                           for e in errors), errors)
+    return wanted

@@ -10,7 +10,7 @@ from hpcbridge.clock import aware
 from hpcbridge.lifecycle import FINAL
 
 from .. import errors as E
-from ..submission import JobRequest, admit
+from ..submission import JobRequest, admit, check_notify
 from .base import APIHandler, job_info
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -36,7 +36,7 @@ class JobsHandler(APIHandler):
             return self.replay(job, key, fingerprint)  # a retry: no second admission
         ok = admit(ctx.store, ctx.hpcs, self.user.name, request, ctx.site.default_quota_seconds)
         fields = dict(app=ok.app, hpc=ok.hpc, params=ok.params, resources=ok.resources,
-                      upload=ok.upload)
+                      upload=ok.upload, notify=check_notify(request.notify, ctx.site))
         if key is None:
             job = ctx.store.create_job(user=self.user.name, **fields)
         else:
