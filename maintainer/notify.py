@@ -26,7 +26,7 @@ from email.utils import make_msgid
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import wait_exponential_jitter
+from tenacity import wait_exponential, wait_random
 from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets.config import Configurable
 
@@ -192,9 +192,9 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def retry_delay(attempt: int, notifier: Notifier) -> float:
     """Seconds to wait after failed attempt number `attempt` (1, 2, ...)."""
-    wait = wait_exponential_jitter(initial=notifier.retry_initial_seconds,
-                                   max=notifier.retry_max_seconds,
-                                   jitter=notifier.retry_jitter_seconds)
+    wait = wait_exponential(multiplier=notifier.retry_initial_seconds,
+                            max=notifier.retry_max_seconds) + \
+        wait_random(0, notifier.retry_jitter_seconds)
     return wait(types.SimpleNamespace(attempt_number=attempt))
 
 
