@@ -13,7 +13,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -69,6 +69,9 @@ class Authenticator(LoggingConfigurable):
         self._cache: OrderedDict[str, tuple[float, User | Denied | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future] = {}
         self.lookups = 0  # how many times the identity source was asked
+        # for /metrics (server/metrics.py): lookups by result, requests by cache outcome
+        self.lookup_results: Counter[str] = Counter()
+        self.cache_results: Counter[str] = Counter()
 
     async def lookup(self, token: str) -> User | Denied | None:
         """Ask the identity source; None for an unknown token, Denied for a token that
@@ -84,12 +87,14 @@ class Authenticator(LoggingConfigurable):
         key = hashlib.sha256(token.encode()).hexdigest()
         if not self.cache_enabled:  # the baseline: one identity lookup per request
             self.lookups += 1
-            user = await self.lookup(token)
+            user = await self._counted_lookup(token)
         elif (cached := self._cache.get(key)) and cached[0] > time.monotonic():
             self._cache.move_to_end(key)
+            self.cache_results["hit"] += 1
             user = cached[1]
         else:
             future = self._inflight.get(key)
+            self.cache_results["shared" if future is not None else "miss"] += 1
             if future is None:  # single flight: one lookup per token, every caller awaits it
                 future = asyncio.ensure_future(self._lookup(key, token))
                 self._inflight[key] = future
@@ -105,7 +110,7 @@ class Authenticator(LoggingConfigurable):
     async def _lookup(self, key: str, token: str) -> User | Denied | None:
         started = time.monotonic()
         self.lookups += 1
-        user = await self.lookup(token)
+        user = await self._counted_lookup(token)
         # trusted for cache_ttl from when the hub was asked; a refusal only briefly
         ttl = self.cache_ttl if isinstance(user, User) else \
             min(self.negative_cache_ttl, self.cache_ttl)
@@ -113,6 +118,16 @@ class Authenticator(LoggingConfigurable):
         self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+        return user
+
+    async def _counted_lookup(self, token: str) -> User | Denied | None:
+        try:
+            user = await self.lookup(token)
+        except Exception:
+            self.lookup_results["error"] += 1
+            raise
+        self.lookup_results["user" if isinstance(user, User) else
+                            "denied" if isinstance(user, Denied) else "unknown"] += 1
         return user
 
     def _lookup_done(self, key: str, future: asyncio.Future) -> None:
