@@ -5,6 +5,7 @@ Every service reads the same `hpcbridge_config.py`; secrets come from the enviro
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -242,12 +243,40 @@ class ConfigFileApp(Application):
 
     config_file = Unicode("hpcbridge_config.py", help="Config file to load.").tag(config=True)
     generate_config = Bool(False, help="Write the config file and exit.").tag(config=True)
+    # Application's own trait, given two names: "text" (its usual format) and "json"
+    log_format = Unicode("text", help="How the service logs: text, JSON lines (one object "
+                         "per line: time, level, logger, message, and job_id, user, hpc and "
+                         "worker on every line about a job), or a %-style format string."
+                         ).tag(config=True)
 
     def initialize(self, argv=None):
+        # --log-format on every service's command line, next to its own aliases
+        self.aliases = {**self.aliases, "log-format": "Application.log_format"}
         super().initialize(argv)
         if not self.generate_config and os.path.exists(self.config_file):
             self.load_config_file(self.config_file)
             self.update_config(self.cli_config)  # the command line wins
+
+    def get_default_logging_config(self) -> dict:
+        """Application's logging set-up, with the job fields on every line; in JSON every
+        logger of the process (the root's handler) writes JSON lines, and so does this
+        application's own log."""
+        from hpcbridge import joblog
+        config = super().get_default_logging_config()
+        if "handlers" not in config:  # pythonw: no logging
+            return config
+        config["filters"] = {"job": {"()": joblog.JobContextFilter}}
+        config["handlers"]["console"]["filters"] = ["job"]
+        if self.log_format == "text":
+            config["formatters"]["console"]["format"] = Application.log_format.default_value
+        elif self.log_format == "json":
+            level = logging.getLevelName(min(logging.INFO, _level(self.log_level)))
+            config["formatters"]["console"] = {"()": joblog.json_formatter}
+            config["handlers"]["root"] = {**config["handlers"]["console"], "level": level}
+            config["root"] = {"level": level, "handlers": ["root"]}
+            for logger in config["loggers"].values():
+                logger["propagate"] = False  # written once, by its own handler
+        return config
 
     def write_config_file(self) -> None:
         """Write every setting, commented; never over an existing file (a site's config)."""
@@ -258,3 +287,7 @@ class ConfigFileApp(Application):
         with open(self.config_file, "w") as f:
             f.write(self.generate_config_file())
         print(f"wrote {self.config_file}")
+
+
+def _level(value) -> int:
+    return value if isinstance(value, int) else logging.getLevelName(str(value).upper())
