@@ -8,6 +8,7 @@ import json
 
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.utils import url_path_join
 from tornado import httpclient, web
 from tornado.simple_httpclient import HTTPStreamClosedError
 
@@ -17,6 +18,9 @@ from hpcbridge.errors import ERROR_CODES, code_for_status, error_body
 # the extension's own answer when the middleware cannot be reached (refused, no route);
 # the registry's "unavailable" is the middleware's own 503
 UNREACHABLE = "middleware_unreachable"
+# tells the middleware under which path the browser reaches its API (through this
+# extension): a session's service is then served under <prefix>/sessions/<id>/proxy/
+PREFIX_HEADER = "X-HPCBridge-API-Prefix"
 
 
 class ClientGone(Exception):
@@ -49,9 +53,15 @@ class BaseHandler(ExtensionHandlerMixin, JupyterHandler):
             f"{app.api_url}/{path}" + (f"?{query}" if query else ""), method=method,
             headers={"Authorization": f"token {app.token}",
                      "Content-Type": self.request.headers.get("Content-Type",
-                                                              "application/json")},
+                                                              "application/json"),
+                     PREFIX_HEADER: self.api_prefix},
             connect_timeout=app.connect_timeout, request_timeout=app.request_timeout,
             allow_nonstandard_methods=True, **kwargs)
+
+    @property
+    def api_prefix(self) -> str:
+        """The path the browser reaches the middleware's /api/v1 under: <base>hpcbridge/api."""
+        return url_path_join(self.base_url, "hpcbridge", "api")
 
     async def fetch(self, request) -> httpclient.HTTPResponse | None:
         """Send to the middleware; on failure answer the browser with a clear JSON error."""

@@ -8,6 +8,7 @@ from traitlets import Float, Unicode, default
 
 from .local import LocalDownloadHandler, LocalUploadHandler
 from .proxy import ForwardHandler
+from .sessions import SessionProxyHandler
 
 
 class HPCBridgeExtension(ExtensionApp):
@@ -37,6 +38,8 @@ class HPCBridgeExtension(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend([
+            # a session's service (HTTP and WebSocket); before the general forwarder
+            (r"/hpcbridge/api/(sessions/[^/]+/proxy/.*)", SessionProxyHandler),
             (r"/hpcbridge/api/(.*)", ForwardHandler),
             (r"/hpcbridge/local/upload", LocalUploadHandler),
             (r"/hpcbridge/local/download", LocalDownloadHandler),

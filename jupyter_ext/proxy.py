@@ -31,6 +31,10 @@ class ForwardHandler(BaseHandler):
     _fetch: asyncio.Future | None = None  # the upstream request, once prepare() started it
     _gone = False  # the browser closed the connection
 
+    # True: the middleware's answers of any status pass as they are (a proxied service's
+    # own pages and redirects); False: an error becomes the extension's JSON error
+    raw = False
+
     async def prepare(self):
         await super().prepare()
         if self.current_user is None:
@@ -40,13 +44,22 @@ class ForwardHandler(BaseHandler):
         self._status, self._started, self._error_body = 200, False, []
         has_body = self.request.method in ("POST", "PUT", "PATCH")
         request = self.upstream(
-            self.path_args[0], self.request.method, query=self.request.query,
+            self.upstream_path(), self.request.method, query=self.request.query,
             body_producer=self._produce if has_body else None,
-            header_callback=self._on_header, streaming_callback=self._on_chunk)
-        for name in PASSED_HEADERS:  # a client's retry key and its stream resume point
-            if name in self.request.headers:
-                request.headers[name] = self.request.headers[name]
+            header_callback=self._on_header, streaming_callback=self._on_chunk,
+            follow_redirects=not self.raw)
+        request.headers.update(self.passed_headers())
         self._fetch = asyncio.ensure_future(self.fetch(request))
+
+    def upstream_path(self) -> str:
+        """The path under the middleware's /api/v1/."""
+        return self.path_args[0]
+
+    def passed_headers(self) -> dict[str, str]:
+        """The browser's request headers that go on to the middleware."""
+        # a client's retry key and its stream resume point
+        return {name: self.request.headers[name] for name in PASSED_HEADERS
+                if name in self.request.headers}
 
     async def data_received(self, chunk: bytes):
         await self._send_chunk(chunk)
@@ -70,17 +83,19 @@ class ForwardHandler(BaseHandler):
     def _on_header(self, line: str):
         if line.startswith("HTTP/"):
             self._status = int(line.split(" ", 2)[1])
-        elif ":" in line and self._status < 400:
-            name, value = line.split(":", 1)
-            if name.strip().lower() not in HOP_HEADERS:
-                self.set_header(name.strip(), value.strip())
+        elif ":" in line and (self._status < 400 or self.raw):
+            name, value = (part.strip() for part in line.split(":", 1))
+            if name.lower() == "set-cookie":  # one header per cookie
+                self.add_header(name, value)
+            elif name.lower() not in HOP_HEADERS:
+                self.set_header(name, value)
 
     async def _on_chunk(self, chunk: bytes):
         # tornado awaits this before reading on: the middleware is read as fast as the
         # browser takes it (no unbounded buffering of a large download), server-sent
         # events reach the browser at once, and a browser that left ends the upstream
         # request at its next chunk (an idle event stream sends one every 15 s).
-        if self._status >= 400:
+        if self._status >= 400 and not self.raw:
             self._error_body.append(chunk)
             return
         if self._gone:
@@ -101,7 +116,8 @@ class ForwardHandler(BaseHandler):
         if response is None or self._finished:
             return
         # an error body streamed to us is in _error_body; a probe's answer has its own
-        if self.relay_error(response, b"".join(self._error_body) or None):
+        if (not self.raw or response.code == 599) and \
+                self.relay_error(response, b"".join(self._error_body) or None):
             return
         if not self._started:
             self.set_status(response.code)
