@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from hpcbridge.manifest import check_params, raise_for
+from pydantic import ValidationError
+
+from hpcbridge.manifest import check_params, field_errors, raise_for
 from hpcbridge.schemas_sweeps import MAX_SWEEP_SIZE, GridRange, SweepCreate
 
 from .submission import JobRequest, app_info, check_open, check_quota, check_rules, find_app
@@ -68,6 +70,11 @@ def grid_axes(grid: dict[str, list | GridRange], limit: int = MAX_SWEEP_SIZE) ->
     axes: dict[str, list] = {}
     size = 1
     for name, values in grid.items():
+        if isinstance(values, dict):  # a plain dict, as a caller without pydantic has it
+            try:
+                values = GridRange.model_validate(values)
+            except ValidationError as exc:
+                raise field_errors(exc, ("grid", name)) from None
         if isinstance(values, GridRange):
             values = range_values(*values.range, loc=["grid", name, "range"], limit=limit)
         if not values:
