@@ -16,6 +16,7 @@ from hpcbridge import __version__
 from hpcbridge.config import ConfigFileApp, Site
 
 from .config import Maintainer
+from .metrics import MaintainerMetrics, PoolMetrics
 from .worker import run_worker
 
 log = logging.getLogger("hpcbridge.maintainer")
@@ -27,7 +28,7 @@ def configurable_classes() -> list[type[Configurable]]:
     Slurm commands and batch prelude are part of its Site.hpcs entry)."""
     from hpcbridge.connectors.handlers import BUILTIN_HANDLERS
     handlers = [cls for cls in BUILTIN_HANDLERS.values() if issubclass(cls, Configurable)]
-    return [Site, Maintainer, *handlers]
+    return [Site, Maintainer, MaintainerMetrics, *handlers]
 
 
 class MaintainerApp(ConfigFileApp):
@@ -37,7 +38,8 @@ class MaintainerApp(ConfigFileApp):
     classes = configurable_classes()
     aliases = {"workers": "MaintainerApp.workers", "config": "MaintainerApp.config_file",
                "data-dir": "Site.data_dir", "db-url": "Site.db_url",
-               "redis-url": "Site.redis_url", "log-level": "Application.log_level"}
+               "redis-url": "Site.redis_url", "log-level": "Application.log_level",
+               "metrics-port": "MaintainerMetrics.port"}
     flags = {"burst": ({"MaintainerApp": {"burst": True}}, "exit when the queues are empty"),
              "generate-config": ({"MaintainerApp": {"generate_config": True}},
                                  "write the config file (--config) with every setting, "
@@ -80,6 +82,7 @@ class Supervisor:
         self.due = [0.0] * workers  # when a dead worker is started again
         self.done = [False] * workers  # burst: a worker that emptied its queues
         self.stopping = threading.Event()
+        self.metrics = PoolMetrics(config)  # one /metrics for every worker
 
     def start(self, i: int) -> None:
         p = self.ctx.Process(target=run_worker, args=(self.config, self.burst, os.getpid()),
@@ -98,13 +101,17 @@ class Supervisor:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        for i in range(self.count):
-            self.start(i)
-        while not self.stopping.is_set() and not all(self.done):
-            sentinels = [p.sentinel for p in self.procs if p is not None and p.is_alive()]
-            multiprocessing.connection.wait(sentinels, timeout=0.5)
-            self.check()
-        self.stop()
+        self.metrics.start()  # before the workers: they inherit its folder
+        try:
+            for i in range(self.count):
+                self.start(i)
+            while not self.stopping.is_set() and not all(self.done):
+                sentinels = [p.sentinel for p in self.procs if p is not None and p.is_alive()]
+                multiprocessing.connection.wait(sentinels, timeout=0.5)
+                self.check()
+            self.stop()
+        finally:
+            self.metrics.close()
 
     def check(self) -> None:
         """Notice dead workers and start them again when their pause is over."""
@@ -115,6 +122,7 @@ class Supervisor:
             if p is not None and p.exitcode is not None:
                 p.join()
                 self.procs[i] = None
+                self.metrics.worker_died(p.pid)
                 if self.burst and p.exitcode == 0:
                     self.done[i] = True
                     continue

@@ -5,6 +5,8 @@ and benchmarks.
                                   seconds, commands:<program>
     <prefix>:stats:<hpc>:cycles   the last Maintainer.stats_keep cycles, newest first,
                                   one JSON object each
+
+and the same cycles in Prometheus (maintainer/metrics.py observe_cycle).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+
+from .metrics import observe_cycle
 
 log = logging.getLogger("hpcbridge.maintainer")
 
@@ -49,8 +53,10 @@ def measured(rt, hpc_id: str) -> Iterator[dict]:
     stats = {"worker": rt.worker_id, "jobs": 0, "watched": 0, "status_calls": 0, "tailed": 0}
     token = _CYCLE.set(commands)
     started, wall = time.monotonic(), time.time()
+    failed = True
     try:
         yield stats
+        failed = False
     finally:
         _CYCLE.reset(token)
         stats.update(t=wall, seconds=round(time.monotonic() - started, 4),
@@ -59,6 +65,10 @@ def measured(rt, hpc_id: str) -> Iterator[dict]:
             record(rt, hpc_id, stats)
         except Exception:  # statistics never break polling
             log.debug("could not record poll statistics", exc_info=True)
+        try:
+            observe_cycle(hpc_id, stats, failed)
+        except Exception:
+            log.debug("could not observe the poll cycle", exc_info=True)
 
 
 def record(rt, hpc_id: str, stats: dict) -> None:

@@ -10,7 +10,11 @@ source "$(dirname "$0")/lib.sh"
 [[ -d $STACK ]] || { log "no $STACK: nothing to stop"; exit 0; }
 with_stack_lock "$0" "$@"
 
-if (( $# )); then WANT=("$@"); else WANT=("${COMPONENTS[@]}"); fi
+# shellcheck source=stack/prometheus.sh
+source "$STACK_SRC/prometheus.sh"
+prom_split "$@"   # Prometheus is not in COMPONENTS: it is stopped first
+if (( ONLY_PROM )); then WANT=(); elif (( ${#OTHERS[@]} )); then WANT=("${OTHERS[@]}"); else WANT=("${COMPONENTS[@]}"); fi
+(( PROM_WANTED )) && down_prometheus
 for c in "${WANT[@]}"; do pidfile_of "$c" >/dev/null || exit 2; done
 wanted() { local w; for w in "${WANT[@]}"; do [[ $w == "$1" ]] && return 0; done; return 1; }
 

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   munge slurm-wlm slurm-client slurmdbd mariadb-server mariadb-client
   openssh-server openssh-client redis-server redis-tools chromium
   postgresql postgresql-client
+  prometheus
   procps curl ca-certificates util-linux passwd
 )
 

@@ -4,6 +4,8 @@
 set -euo pipefail
 # shellcheck source=stack/lib.sh
 source "$(dirname "$0")/lib.sh"
-out=$(print_status)
+# shellcheck source=stack/prometheus.sh
+source "$STACK_SRC/prometheus.sh"
+out=$(print_status; prom_status_line)
 printf '%s\n' "$out"
 ! grep -q ' stopped ' <<<"$out"

@@ -2,7 +2,7 @@
 # Bring up the real test stack (idempotent; a second run takes about a second):
 #   munge -> mariadb (127.0.0.1:3307) -> slurmdbd (6819) -> slurmctld -> slurmd
 #   sshd (127.0.0.1:2222, user hpcuser) -> redis (127.0.0.1:6390) -> PostgreSQL (127.0.0.1:5433)
-#   -> JupyterHub (127.0.0.1:8000)
+#   -> JupyterHub (127.0.0.1:8000) -> Prometheus (127.0.0.1:9091, stack/prometheus.sh)
 # Each component starts only when it is not already running, then up.sh waits until it
 # answers. Everything lives in <repo>/.stack; .stack/stack.json describes it for the tests.
 #
@@ -22,7 +22,10 @@ with_stack_lock "$0" "$@"
 
 bash "$STACK_SRC/install.sh"
 
-if (( $# )); then WANT=("$@"); else WANT=("${COMPONENTS[@]}"); fi
+# shellcheck source=stack/prometheus.sh
+source "$STACK_SRC/prometheus.sh"
+prom_split "$@"   # Prometheus is not in COMPONENTS: it is started last
+if (( ONLY_PROM )); then WANT=(); elif (( ${#OTHERS[@]} )); then WANT=("${OTHERS[@]}"); else WANT=("${COMPONENTS[@]}"); fi
 for c in "${WANT[@]}"; do pidfile_of "$c" >/dev/null || exit 2; done
 wanted() { local w; for w in "${WANT[@]}"; do [[ $w == "$1" ]] && return 0; done; return 1; }
 
@@ -275,7 +278,8 @@ write_stack_json() {
   "chromium": "$CHROMIUM",
   "slurm": {"partition": "$SLURM_PARTITION", "cpus": $SLURM_CPUS, "node": "$NODE_NAME", "cluster": "$SLURM_CLUSTER", "conf": "/etc/slurm/slurm.conf"},
   "mariadb": {"host": "127.0.0.1", "port": $MARIADB_PORT},
-  "postgres": {"host": "127.0.0.1", "port": $POSTGRES_PORT, "user": "hpcbridge", "database": "hpcbridge", "password_file": "$STACK/postgres.password"}
+  "postgres": {"host": "127.0.0.1", "port": $POSTGRES_PORT, "user": "hpcbridge", "database": "hpcbridge", "password_file": "$STACK/postgres.password"},
+  "prometheus": {"url": "http://127.0.0.1:$PROM_PORT", "targets_dir": "$PROM_DIR/targets", "token_file": "$PROM_DIR/metrics.token"}
 }
 EOF
 }
@@ -297,6 +301,12 @@ for c in "${COMPONENTS[@]}"; do
   "up_$c"
   log "$(printf '%-10s ready in %4d ms' "$c" $(( ($(date +%s%N) - t0) / 1000000 )))"
 done
+if (( PROM_WANTED )); then
+  t0=$(date +%s%N)
+  up_prometheus
+  log "$(printf '%-10s ready in %4d ms' prometheus $(( ($(date +%s%N) - t0) / 1000000 )))"
+fi
 write_stack_json
 print_status
+prom_status_line
 echo "stack description: $STACK/stack.json"
