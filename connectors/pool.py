@@ -1,11 +1,10 @@
 """A bounded, self-healing pool of asyncssh connections to one HPC.
 
-A few connections, each carrying at most `channels_per_connection` concurrent channels
-(below sshd's MaxSessions of 10), handed out as slot tokens from one queue. A job never
-opens its own connection. A channel sshd refuses is retried on the same connection. One
-reconnect at a time per connection (a lock), with exponential backoff and jitter
-(tenacity); after the retry budget: `HPCUnavailable`, at once for a short while to the
-callers queued behind it.
+A few connections, each carrying at most `channels_per_connection` channels (below sshd's
+MaxSessions of 10), handed out as slot tokens from one queue; port forwards (open_tunnel)
+ride them too. A refused channel is retried on the same connection. One reconnect at a
+time per connection, with backoff and jitter (tenacity); after the retry budget:
+`HPCUnavailable`, at once for a short while to the callers queued behind it.
 """
 from __future__ import annotations
 
@@ -61,12 +60,10 @@ def _refusal_pause(attempt: int) -> float:
     return min(0.5, 0.01 * 2 ** attempt) * (0.5 + random.random())
 
 
-# After a reconnect spent its whole retry budget, callers queued behind it fail at once for
-# a while instead of each spending the budget again, one after the other: a poll round
-# against a dead login node ends in seconds, not in (commands x budget). The pause doubles
-# with each failed reconnect in a row (up to 15 s, so that a login node that is back is
-# seen soon), so a login node that hangs (accepts, never speaks SSH) is not tried again
-# every few seconds.
+# After a reconnect spent its retry budget, callers queued behind it fail at once for a
+# while instead of each spending it again: a poll round against a dead login node ends in
+# seconds. The pause doubles with each failed reconnect in a row (up to 15 s: a login node
+# that is back is seen soon; one that hangs is not tried every few seconds).
 _DOWN_COOLDOWN = 2.0
 _DOWN_COOLDOWN_MAX = 15.0
 
@@ -97,6 +94,28 @@ class _RateLimiter:
                 await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
+TUNNELS_PER_CONNECTION = 64  # forwarded connections (open_tunnel) per SSH connection
+
+
+class TunnelRefused(ConnectorError):
+    """Nothing accepts the forwarded connection there (yet), or sshd forbids it."""
+
+
+class Tunnel:
+    """A forwarded connection: `reader`/`writer` (asyncssh streams); close() frees it."""
+
+    def __init__(self, pool, index: int, reader, writer):
+        self.pool, self.index, self.reader, self.writer = pool, index, reader, writer
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self.pool._tunnel_closed(self.index)
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+
 class ConnectorPool(SFTPFiles):
     """SSH commands and SFTP to one HPC through a bounded set of connections (the file
     methods are in sftp.py)."""
@@ -119,6 +138,10 @@ class ConnectorPool(SFTPFiles):
         #: channels sshd refused and that were retried (see _OPEN_ATTEMPTS)
         self.channel_refusals = 0
         self._closed = False
+        # port forwards ride the same connections on a budget of their own: MaxSessions
+        # does not count them, and a WebSocket must not hold a command channel for hours
+        self.tunnels_open = [0] * config.connections
+        self._tunnel_budget = asyncio.Semaphore(config.connections * TUNNELS_PER_CONNECTION)
 
     # --- connections ----------------------------------------------------------------
     def _describe(self) -> str:
@@ -275,10 +298,9 @@ class ConnectorPool(SFTPFiles):
     # --- SFTP -----------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def sftp(self):
-        """An SFTP client on a slot of its own. Every error in the block leaves as a
-        ConnectorError (errors.classify); the channel is closed after each use, so the next
-        call starts clean even after a deadline. (sshd refuses signals to a subsystem: a
-        request that hangs on the server is released by sftp.py, not killed.)"""
+        """An SFTP client on a slot of its own; every error in the block leaves as a
+        ConnectorError (errors.classify); its channel is closed after each use. (A request
+        hanging on the server is released by sftp.py: sshd refuses signals to it.)"""
         for attempt in range(_OPEN_ATTEMPTS):
             async with self._channel_slot() as index:
                 conn = await self._connection(index)
@@ -321,6 +343,36 @@ class ConnectorPool(SFTPFiles):
         finally:
             client.exit()
 
+    # --- port forwarding ------------------------------------------------------------
+    async def open_tunnel(self, host: str, port: int, timeout: float | None = None) -> Tunnel:
+        """A connection to host:port as the login node sees it (a compute node's service)
+        over the least-loaded pooled connection: no SSH connection of its own. Raises
+        TunnelRefused (nothing accepts it there), HPCUnavailable, RemoteTimeout."""
+        if self._closed:
+            raise HPCUnavailable(f"pool for {self.config.id} is closed")
+        limit = timeout or self.config.connect_timeout
+        await within(self._tunnel_budget.acquire(), limit, f"{self.config.id}: tunnels")
+        index = min(range(len(self._conns)), key=lambda i: self.tunnels_open[i])
+        self.tunnels_open[index] += 1
+        try:
+            conn = await self._connection(index)
+            try:
+                reader, writer = await within(conn.open_connection(host, port), limit,
+                                              f"{self.config.id}: forward to {host}:{port}")
+            except asyncssh.ChannelOpenError as exc:
+                raise TunnelRefused(f"{host}:{port} refused: {exc.reason}") from exc
+            except (OSError, asyncssh.Error) as exc:
+                if _lost(conn, exc):
+                    self._drop(index, conn)
+                raise CommandInterrupted(f"{self.config.id}: forward to {host}:{port}: "
+                                         f"{exc}") from exc
+        except BaseException:
+            self._tunnel_closed(index)
+            raise
+        return Tunnel(self, index, reader, writer)
+
+    def _tunnel_closed(self, index: int) -> None:
+        self.tunnels_open[index], _ = self.tunnels_open[index] - 1, self._tunnel_budget.release()
     async def close(self) -> None:
         self._closed = True
         for index, conn in enumerate(self._conns):
@@ -331,10 +383,8 @@ class ConnectorPool(SFTPFiles):
 
 
 def _stop(process) -> None:
-    """Kill a remote command we stopped waiting for, and close its channel.
-
-    sshd counts a session until its process exits: a command left running would hold one
-    of the connection's MaxSessions for good while its slot token is handed out again."""
+    """Kill a remote command we stopped waiting for, and close its channel: sshd counts a
+    session until its process exits (it would hold a MaxSessions place for good)."""
     if process is None or process.exit_status is not None:
         return
     with contextlib.suppress(Exception):

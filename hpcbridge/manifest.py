@@ -6,7 +6,7 @@ ends the job `failed` with the message.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,12 +30,16 @@ def field_errors(exc: ValidationError, prefix: tuple = ()) -> ManifestError:
     return ManifestError(f"{where}: {first['msg']}" if where else first["msg"], details)
 
 RESOURCE_NAMES = ("time", "cpus", "memory", "gpus", "partition")
+# "batch": a job that runs to its end (the default); "service": an interactive session's
+# service, which listens on $HPCBRIDGE_SESSION_PORT until stopped (docs/sessions.md)
+APP_KINDS = ("batch", "service")
 
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
     description: str = ""
+    kind: Literal["batch", "service"] = "batch"
     container: str | None = None
     pre_processing_stage: str | None = None
     execution_stage: str

@@ -13,6 +13,7 @@ from traitlets import Float, Int, Type, Unicode, default
 
 from hpcbridge import __version__
 from hpcbridge.config import ConfigFileApp, Site
+from hpcbridge.sessionconfig import SessionSettings
 
 from . import handlers as H
 from . import metrics
@@ -26,6 +27,7 @@ from .limits import DEFAULT_MAX_BODY_BYTES, Slots
 from .openapi import build_openapi
 from .queue import JobQueue
 from .secrets import hide_password, loggable_path, redact
+from .sessionproxy import Tunnels
 from .store import Store
 from .uploadstore import clean_up, private_dir
 
@@ -54,6 +56,9 @@ class ServerContext:
     stream_slots: Slots = field(default_factory=lambda: Slots("event streams", 8))
     upload_slots: Slots = field(default_factory=lambda: Slots("uploads", 2))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set: streams end
+    session_settings: SessionSettings = field(default_factory=SessionSettings)
+    # SSH port forwarding to session services: one connector pool per HPC, made on first use
+    tunnels: Tunnels | None = None
 
 
 def make_routes(prefix: str):
@@ -84,7 +89,8 @@ class HPCBridgeServer(ConfigFileApp):
     name = "hpcbridge-server"
     version = __version__
     description = "The hpcbridge middleware: REST API, job store and queue."
-    classes = [Site, HubAuthenticator, StaticTokenAuthenticator, CyberGISCompat]
+    classes = [Site, HubAuthenticator, StaticTokenAuthenticator, CyberGISCompat,
+               SessionSettings]
     aliases = {"ip": "HPCBridgeServer.ip", "port": "HPCBridgeServer.port",
                "config": "HPCBridgeServer.config_file", "data-dir": "Site.data_dir",
                "db-url": "Site.db_url", "redis-url": "Site.redis_url",
@@ -155,7 +161,9 @@ class HPCBridgeServer(ConfigFileApp):
             upload_quota_bytes=self.upload_quota, upload_max_age=self.upload_max_age,
             upload_body_timeout=self.upload_body_timeout,
             stream_slots=Slots("event streams", self.max_streams_per_user),
-            upload_slots=Slots("uploads", self.max_uploads_per_user))
+            upload_slots=Slots("uploads", self.max_uploads_per_user),
+            session_settings=SessionSettings(parent=self),
+            tunnels=Tunnels(hpcs, self.site.handler_registry()))
 
     def register_apps(self, store: Store) -> None:
         for source in self.site.apps:
@@ -245,6 +253,8 @@ class HPCBridgeServer(ConfigFileApp):
         except asyncio.TimeoutError:
             self.log.warning("connections still open after 10 s: leaving them")
         self.ctx.queue.close()
+        if self.ctx.tunnels is not None:
+            await self.ctx.tunnels.close()
         self.ctx.store.close()
 
 

@@ -1,0 +1,319 @@
+"""The proxy to a running session's service: any method at
+`<api>/sessions/<id>/proxy/<rest>`, HTTP and WebSocket, over the HPC connector pool's SSH
+port forwarding (a direct-tcpip channel on a pooled connection, never a new SSH connection).
+
+HTTP is streamed both ways and spoken with h11 (a well-kept HTTP/1.1 state machine) toward
+the service: bounded response headers, a deadline per phase. A WebSocket is not parsed at
+all: the upgrade request goes to the service as it is (path rewritten), and on its `101`
+the client's connection is detached from tornado and spliced byte for byte to the tunnel —
+the simplest correct way (extensions, subprotocols, pings and close frames pass unchanged).
+
+Toward the service the caller's Authorization and cookies are dropped and the session's
+own token is sent instead; the path `<api>/sessions/<id>/proxy/<rest>` becomes
+`<base_url><rest>` (the service serves under its base_url). Traffic counts as activity,
+written at most every SessionSettings.activity_write_seconds per session."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import h11
+from tornado import iostream, web
+
+from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable, RemoteTimeout
+
+from . import errors as E
+from .handlers.base import APIHandler
+
+log = logging.getLogger("hpcbridge.server")
+MAX_HEADER_BYTES = 64 << 10
+CHUNK = 64 << 10
+# never forwarded either way (RFC 9110 7.6.1), nor the caller's credentials toward the service
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+              "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+TO_SERVICE_DROPPED = HOP_BY_HOP | {"authorization", "cookie", "host", "content-length",
+                                   "x-hpcbridge-api-prefix"}
+FROM_SERVICE_DROPPED = HOP_BY_HOP | {"set-cookie", "content-length", "server", "date"}
+
+
+class BadGateway(E.APIError):
+    code = "bad_gateway"
+
+
+class GatewayTimeout(E.APIError):
+    code = "gateway_timeout"
+
+
+class LocalTunnel:
+    """A plain TCP connection (an HPC run on this machine: the local scheduler)."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class Tunnels:
+    """The middleware's way to the services: one transport per HPC (its connector pool),
+    made on first use in the serving loop, closed at shutdown."""
+
+    def __init__(self, hpcs: dict, registry: dict):
+        self.hpcs, self.registry = hpcs, registry
+        self.transports: dict = {}
+
+    def transport(self, hpc_id: str):
+        if hpc_id not in self.transports:
+            cfg = self.hpcs[hpc_id]
+            self.transports[hpc_id] = self.registry[cfg.scheduler].default_transport(cfg)
+        return self.transports[hpc_id]
+
+    async def open(self, hpc_id: str, host: str, port: int, timeout: float):
+        if hpc_id not in self.hpcs:
+            raise HPCUnavailable(f"HPC {hpc_id} is no longer configured")
+        transport = self.transport(hpc_id)
+        if hasattr(transport, "open_tunnel"):
+            return await transport.open_tunnel(host, port, timeout)
+        try:
+            return LocalTunnel(*await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                       timeout))
+        except asyncio.TimeoutError:
+            raise RemoteTimeout(f"connecting to {host}:{port}: no answer in {timeout:g} s") \
+                from None
+        except OSError as exc:
+            from hpcbridge.connectors.pool import TunnelRefused
+            raise TunnelRefused(f"{host}:{port} refused: {exc}") from exc
+
+    def connections(self) -> int:
+        """SSH connections opened so far (for measurements)."""
+        return sum(getattr(t, "connections_opened", 0) for t in self.transports.values())
+
+    async def close(self) -> None:
+        for transport in self.transports.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(transport.close(), 10)
+
+
+class Activity:
+    """When each session's activity was last written (per process): one write per period."""
+
+    def __init__(self):
+        self.written: dict[str, float] = {}
+
+    def seen(self, store, session_id: str, period: float) -> None:
+        now = time.monotonic()
+        if now - self.written.get(session_id, -1e9) < period:
+            return
+        self.written[session_id] = now
+        try:
+            store.touch_session(session_id)
+        except Exception:  # a missed activity write is no reason to fail the traffic
+            log.warning("could not record activity of session %s", session_id, exc_info=True)
+
+
+ACTIVITY = Activity()
+
+
+def service_error(exc: Exception) -> E.APIError:
+    """A failure on the way to the service, as the caller's error."""
+    if isinstance(exc, (RemoteTimeout, asyncio.TimeoutError)):
+        return GatewayTimeout(f"the session's service did not answer in time: {exc}")
+    if isinstance(exc, HPCUnavailable):
+        return E.Unavailable(f"the session's HPC cannot be reached now: {exc}")
+    if isinstance(exc, ConnectorError):
+        return BadGateway(f"the session's service cannot be reached: {exc}")
+    return BadGateway(f"the session's service broke the connection: "
+                      f"{type(exc).__name__}: {exc}")
+
+
+@web.stream_request_body
+class ProxyHandler(APIHandler):
+    """Streams a request to the session's service and its answer back (see the module)."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+    tunnel = None
+    h11conn: h11.Connection | None = None
+
+    async def prepare(self):
+        self._body = None
+        self.refuse_larger_than(self.ctx.max_upload_bytes)
+        await self.authenticate()
+        self.request.connection.set_max_body_size(self.ctx.max_upload_bytes)
+        conf = self.ctx.session_settings
+        self.record = self.running_session(self.path_kwargs["session_id"])
+        ACTIVITY.seen(self.ctx.store, self.record.id, conf.activity_write_seconds)
+        try:
+            self.tunnel = await self.ctx.tunnels.open(
+                self.record.hpc, self.record.node, self.record.port,
+                conf.proxy_connect_timeout)
+            self.h11conn = h11.Connection(h11.CLIENT,
+                                          max_incomplete_event_size=MAX_HEADER_BYTES)
+            await self.send_upstream(h11.Request(method=self.request.method,
+                                                 target=self.target(),
+                                                 headers=self.upstream_headers()))
+        except E.APIError:
+            raise
+        except Exception as exc:
+            raise service_error(exc) from exc
+
+    def running_session(self, session_id: str):
+        user = None if self.user.admin else self.user.name
+        record = self.ctx.store.get_session(session_id, user=user)
+        if record is None:
+            raise E.NotFound(f"no session {session_id}")
+        if record.status == "starting":
+            self.set_header("Retry-After", "2")
+            raise E.Unavailable(f"session {session_id} is still starting")
+        if record.status != "running" or not record.node or not record.port:
+            raise E.Conflict(f"session {session_id} is {record.status}")
+        return record
+
+    def target(self) -> bytes:
+        """`<base_url><rest>?<query>` from the raw (still percent-encoded) path."""
+        marker = f"/sessions/{self.record.id}/proxy/"
+        path = self.request.path
+        rest = path[path.index(marker) + len(marker):]
+        query = self.request.query
+        return (self.record.base_url + rest + (f"?{query}" if query else "")).encode()
+
+    def websocket(self) -> bool:
+        return self.request.method == "GET" and \
+            self.request.headers.get("Upgrade", "").lower() == "websocket"
+
+    def upstream_headers(self) -> list[tuple[str, str]]:
+        headers = [(k, v) for k, v in self.request.headers.get_all()
+                   if k.lower() not in TO_SERVICE_DROPPED]
+        headers += [("Host", f"{self.record.node}:{self.record.port}"),
+                    ("Authorization", f"token {self.record.secret}"),
+                    ("X-Forwarded-Proto", self.request.protocol)]
+        if self.websocket():
+            headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+        elif "Content-Length" in self.request.headers:
+            headers.append(("Content-Length", self.request.headers["Content-Length"]))
+        elif self.request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            headers.append(("Transfer-Encoding", "chunked"))
+        return headers
+
+    async def send_upstream(self, event) -> None:
+        data = self.h11conn.send(event)
+        if data:
+            self.tunnel.writer.write(data)
+            await asyncio.wait_for(self.tunnel.writer.drain(),
+                                   self.ctx.session_settings.proxy_response_timeout)
+
+    async def data_received(self, chunk):
+        if self.tunnel is None or self._finished:
+            return
+        try:
+            await self.send_upstream(h11.Data(data=chunk))
+        except Exception as exc:
+            raise service_error(exc) from exc
+
+    async def next_event(self):
+        """The service's next h11 event, reading as needed (a deadline per read)."""
+        timeout = self.ctx.session_settings.proxy_response_timeout
+        while True:
+            event = self.h11conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await asyncio.wait_for(self.tunnel.reader.read(CHUNK), timeout)
+            self.h11conn.receive_data(data)
+
+    async def forward(self):
+        try:
+            await self.send_upstream(h11.EndOfMessage())  # an upgrade's too: no body
+            response = await self.next_event()
+            while isinstance(response, h11.InformationalResponse) and \
+                    response.status_code != 101:
+                response = await self.next_event()
+        except E.APIError:
+            raise
+        except h11.RemoteProtocolError as exc:
+            raise BadGateway(f"the session's service answered with broken HTTP: {exc}") \
+                from exc
+        except Exception as exc:
+            raise service_error(exc) from exc
+        self.copy_head(response)
+        if response.status_code == 101:
+            return await self.splice()
+        await self.copy_body()
+
+    get = head = post = delete = patch = put = options = forward
+
+    def copy_head(self, response) -> None:
+        self.clear_header("Content-Type")
+        self.clear_header("Cache-Control")
+        self.set_status(response.status_code, response.reason.decode("latin-1") or None)
+        for name, value in response.headers:
+            key = name.decode("latin-1")
+            if key.lower() not in FROM_SERVICE_DROPPED:
+                self.add_header(key, value.decode("latin-1"))
+
+    async def copy_body(self) -> None:
+        """The body as it comes, piece by piece; a service that breaks off mid-body closes
+        the caller's connection (the head is out: no error answer is possible then)."""
+        try:
+            while True:
+                event = await self.next_event()
+                if isinstance(event, h11.Data):
+                    self.write(bytes(event.data))
+                    await self.flush()
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+        except (iostream.StreamClosedError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.warning("session %s: the service's body broke off: %s", self.record.id, exc)
+            self.request.connection.stream.close()
+            return
+        self.finish()
+
+    async def splice(self) -> None:
+        """After the service's 101: the 101 to the caller, then bytes both ways until
+        either side closes."""
+        leftover = self.h11conn.trailing_data[0]
+        self.set_status(101)
+        self.finish()
+        stream = self.detach()
+        if leftover:
+            await stream.write(leftover)
+        conf, store, sid = self.ctx.session_settings, self.ctx.store, self.record.id
+        tunnel = self.tunnel
+        self.tunnel = None  # the splice owns it now
+
+        async def caller_to_service():
+            while True:
+                data = await stream.read_bytes(CHUNK, partial=True)
+                ACTIVITY.seen(store, sid, conf.activity_write_seconds)
+                tunnel.writer.write(data)
+                await tunnel.writer.drain()
+
+        async def service_to_caller():
+            while True:
+                data = await tunnel.reader.read(CHUNK)
+                if not data:
+                    return
+                ACTIVITY.seen(store, sid, conf.activity_write_seconds)
+                await stream.write(data)
+
+        tasks = [asyncio.ensure_future(caller_to_service()),
+                 asyncio.ensure_future(service_to_caller())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tunnel.close()
+            stream.close()
+
+    def on_finish(self):
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+
+    def on_connection_close(self):
+        self.on_finish()
