@@ -1,5 +1,5 @@
 """The admin API end to end (issue #25): a real middleware and maintainer (tests/services.py)
-with the stack's Redis and JupyterHub tokens, a local HPC that works and a Slurm HPC whose
+with the stack's Redis and JupyterHub tokens, a local HPC that works and a Slurm HPC (`slurm`) whose
 ssh port is closed.
 
 One scenario: a job succeeds on `local`; a job for the dead HPC waits (stuck, with its
@@ -21,9 +21,10 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def dead_hpc(stack: dict) -> dict:
-    """A Slurm HPC entry whose ssh port nothing listens on: unreachable at once."""
+    """The `slurm` HPC entry (the bundled apps run there), on an ssh port nothing listens
+    on: unreachable at once."""
     ssh = stack["ssh"]
-    return {"id": "dead", "scheduler": "slurm", "host": "127.0.0.1", "port": free_port(),
+    return {"id": "slurm", "scheduler": "slurm", "host": "127.0.0.1", "port": free_port(),
             "user": ssh["user"], "key_file": ssh["key"], "known_hosts": ssh["known_hosts"],
             "connect_timeout": 2.0, "connect_retries": 1, "poll_interval": 0.5}
 
@@ -56,15 +57,15 @@ def test_admin_view_of_a_running_site(admin_services, stack):
         assert r.status_code == 403 and r.json()["error"] == "forbidden", path
 
     ok = alice.post("jobs", json={"app": "hello", "hpc": "local", "params": {}}).json()
-    stuck = alice.post("jobs", json={"app": "hello", "hpc": "dead", "params": {}}).json()
+    stuck = alice.post("jobs", json={"app": "hello", "hpc": "slurm", "params": {}}).json()
     assert svc.wait_job(alice, ok["id"])["status"] == "succeeded"
 
     # the dead HPC: unreachable with its error; the local one polled, commands counted
     def health():
         found = {h["hpc"]["id"]: h for h in admin.get("admin/hpcs").json()}
-        return found if found["dead"]["hpc"]["reachable"] is False else None
+        return found if found["slurm"]["hpc"]["reachable"] is False else None
     found = wait_for(health, what="unreachable HPC")
-    assert found["dead"]["last_error"] and found["dead"]["commands_cap"] == 6000
+    assert found["slurm"]["last_error"] and found["slurm"]["commands_cap"] == 6000
     local = found["local"]
     assert local["hpc"]["reachable"] is True and local["cycles"] > 0
     assert local["last_cycle"]["at"] and local["last_cycle"]["seconds"] is not None
@@ -75,7 +76,7 @@ def test_admin_view_of_a_running_site(admin_services, stack):
     rows = wait_for(lambda: [s for s in admin.get("admin/stuck", params={"older_than": 0})
                              .json() if s["job"]["id"] == stuck["id"]], what="stuck job")
     assert rows[0]["job"]["status"] == "queued" and rows[0]["last_event"]["type"] == "waiting"
-    assert "dead" in rows[0]["last_event"]["message"]
+    assert "slurm" in rows[0]["last_event"]["message"]
     assert not [s for s in admin.get("admin/stuck", params={"older_than": 3600}).json()
                 if s["job"]["id"] == stuck["id"]]
     assert admin.get("admin/stuck", params={"older_than": -1}).status_code == 422
