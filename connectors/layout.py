@@ -8,6 +8,15 @@
         stdout.log       the scheduler's output files
         stderr.log
 
+A sweep run as one job array shares one folder, its elements each a work dir of their own
+(the app's files and the data linked in, so results and logs stay the element's):
+
+    <work_root>/<user>/<sweep id>/
+        app/             the app's files, once
+        data/            the sweep's upload (if any), once
+        job.sbatch       the array's batch script
+        elements/<i>/    element i's work dir, as above, plus its params file
+
 Staging, the batch script, the log tail and stage-out all name these through here.
 """
 from __future__ import annotations
@@ -62,3 +71,32 @@ class WorkDir:
     def log(self, stream: str) -> str:
         """The path of the job's `stdout` or `stderr` log."""
         return self.join(LOG_FILES[stream])
+
+
+PARAMS_FILE = ".hpcbridge-params.sh"  # an array element's own variables, sourced
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """The paths of one sweep's remote folder (a job array's)."""
+
+    path: str
+
+    @classmethod
+    def of(cls, work_root: str, user: str, sweep_id: str) -> SweepDir:
+        return cls(f"{work_root.rstrip('/')}/{safe_user_dir(user)}/{sweep_id}")
+
+    @property
+    def app(self) -> str:
+        return f"{self.path}/app"
+
+    @property
+    def data(self) -> str:
+        return f"{self.path}/{DATA_DIR}"
+
+    @property
+    def elements(self) -> str:
+        return f"{self.path}/elements"
+
+    def element(self, index: int) -> WorkDir:
+        return WorkDir(f"{self.elements}/{index}")

@@ -10,6 +10,7 @@ on the HPC is private (folders 0700, files 0600 unless a mode is given).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import posixpath
 import stat
@@ -24,6 +25,10 @@ from .sftpfs import SFTPSink, SFTPSource
 from .transport import RemoteEntry, Transport, confine
 
 PRIVATE_DIR = asyncssh.SFTPAttrs(permissions=0o700)  # folders it creates on the HPC
+# (transport, client) lent by `shared_channel` to every file call of the task (and of the
+# tasks it starts) instead of a channel each: many calls pipelined on one SFTP channel
+_SHARED: contextvars.ContextVar[tuple | None] = contextvars.ContextVar(
+    "hpcbridge_sftp_shared", default=None)
 
 
 def _regular(attrs) -> bool:
@@ -40,13 +45,37 @@ class SFTPFiles(Transport):
 
     _work_root_resolved = False
 
+    @contextlib.asynccontextmanager
+    async def shared_channel(self):
+        """`async with pool.shared_channel():` — every file call made inside (also from
+        tasks started inside: asyncio.gather) goes over one SFTP channel, its requests
+        pipelined, instead of opening a channel of its own (a batch of stagings)."""
+        async with self.sftp() as client:
+            token = _SHARED.set((self, client))
+            try:
+                yield client
+            finally:
+                _SHARED.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def _channel(self):
+        shared = _SHARED.get()
+        if shared is not None and shared[0] is self:
+            try:
+                yield shared[1]
+            except asyncssh.Error as exc:  # one call's error, not the shared channel's
+                raise classify(exc, f"{self.config.id}: sftp") from exc
+            return
+        async with self.sftp() as client:
+            yield client
+
     async def _op(self, aw, what: str):
         """One SFTP call within HPCConfig.sftp_timeout."""
         return await within(aw, self.config.sftp_timeout, f"{self.config.id}: sftp {what}")
 
     async def resolve_work_root(self) -> str:
         if not self._work_root_resolved:
-            async with self.sftp() as sftp:
+            async with self._channel() as sftp:
                 root = self.config.work_root
                 if root.startswith("~"):
                     root = root[1:].lstrip("/") or "."
@@ -65,13 +94,13 @@ class SFTPFiles(Transport):
 
     async def makedirs(self, path):
         full = await self._path(path)
-        async with self.sftp() as sftp:  # each folder it creates private (0700)
+        async with self._channel() as sftp:  # each folder it creates private (0700)
             await self._op(sftp.makedirs(full, attrs=PRIVATE_DIR, exist_ok=True), "makedirs")
         return full
 
     async def write_bytes(self, path, data, mode=0o600):
         full = await self._path(path)
-        async with self.sftp() as sftp:
+        async with self._channel() as sftp:
             await self._op(sftp.makedirs(posixpath.dirname(full), attrs=PRIVATE_DIR,
                                          exist_ok=True), "makedirs")
             writer = await SFTPSink(self, sftp).create(full, mode)
@@ -83,7 +112,7 @@ class SFTPFiles(Transport):
     async def upload(self, local, remote):
         """Stage-in (copy.py's rules): links and special files refused, 0700/0600."""
         full = await self._path(remote)
-        async with self.sftp() as sftp:
+        async with self._channel() as sftp:
             await self._op(sftp.makedirs(posixpath.dirname(full), attrs=PRIVATE_DIR,
                                          exist_ok=True), "makedirs")
             return await copy_tree(LocalSource(), local, SFTPSink(self, sftp), full, UPLOAD)
@@ -93,7 +122,7 @@ class SFTPFiles(Transport):
         files skipped into the report), 0700/0600 here, within the HPC's per-job limits."""
         full = await self._path(remote)
         os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
-        async with self.sftp() as sftp:
+        async with self._channel() as sftp:
             return await copy_tree(SFTPSource(self, sftp), full,
                                    LocalSink(os.path.abspath(local)), os.path.abspath(local),
                                    download_policy(self.limits), report)
@@ -107,7 +136,7 @@ class SFTPFiles(Transport):
     async def listdir(self, path):
         full = await self._path(path)
         entries: list[RemoteEntry] = []
-        async with self.sftp() as sftp:
+        async with self._channel() as sftp:
             async def walk(folder, prefix):
                 for entry in await self._op(sftp.readdir(folder), f"readdir {folder}"):
                     if entry.filename in (".", ".."):
@@ -132,7 +161,7 @@ class SFTPFiles(Transport):
         cannot be read is reported in its place (a JobFileError); the others are read."""
         paths = [await self._path(p) for p, _, _ in requests]
         out: list[bytes | JobFileError] = []
-        async with self.sftp() as sftp:
+        async with self._channel() as sftp:
             for full, (_, offset, max_bytes) in zip(paths, requests):
                 try:
                     out.append(await self._read(sftp, full, offset, max_bytes))
@@ -170,7 +199,7 @@ class SFTPFiles(Transport):
         full = await self._path(path)
         if full == self.work_root:
             raise ValueError("refusing to remove the work root itself")
-        async with self.sftp() as sftp:
+        async with self._channel() as sftp:
             try:
                 await self._remove_tree(sftp, full)
             except asyncssh.SFTPNoSuchFile:

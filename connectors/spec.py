@@ -4,10 +4,11 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, field_validator
 
-from .layout import WorkDir
+from .layout import STDERR, STDOUT, WorkDir
 
 # Values that end up in #SBATCH lines are parsed by sbatch, not by a shell, so they
 # cannot be quoted: they are restricted to safe characters instead. Checked with
@@ -82,12 +83,22 @@ def render_batch_script(spec: JobSpec, prelude: Sequence[str] = ()) -> str:
     """The batch script of a job. Every user value is quoted with shlex.quote or restricted
     to safe characters; `prelude` is the HPC's own trusted lines (HPCConfig.batch_prelude),
     put after hpcbridge's #SBATCH lines and before the job's first command."""
+    lines = _sbatch_lines(spec, spec.stdout_path, spec.stderr_path)
+    lines += prelude
+    lines.append("set -eo pipefail")
+    lines += _exports(spec.environment)
+    lines.append(f"cd {shlex.quote(spec.workdir)}")
+    lines.append(spec.command)
+    return "\n".join(lines) + "\n"
+
+
+def _sbatch_lines(spec: JobSpec, stdout: str, stderr: str) -> list[str]:
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={spec.name}",
         f"#SBATCH --chdir={spec.workdir}",
-        f"#SBATCH --output={spec.stdout_path}",
-        f"#SBATCH --error={spec.stderr_path}",
+        f"#SBATCH --output={stdout}",
+        f"#SBATCH --error={stderr}",
         f"#SBATCH --time={spec.time_minutes}",
         "#SBATCH --nodes=1",
         "#SBATCH --ntasks=1",
@@ -101,10 +112,68 @@ def render_batch_script(spec: JobSpec, prelude: Sequence[str] = ()) -> str:
         lines.append(f"#SBATCH --gres=gpu:{spec.gpus}")
     if spec.account:
         lines.append(f"#SBATCH --account={spec.account}")
+    return lines
+
+
+def _exports(environment: dict[str, str]) -> list[str]:
+    return [f"export {key}={shlex.quote(value)}" for key, value in sorted(environment.items())]
+
+
+def params_script(environment: dict[str, str]) -> bytes:
+    """An array element's own variables (its parameters, its work dir), sourced by the
+    array's batch script: every value quoted."""
+    return ("\n".join(_exports(environment)) + "\n").encode()
+
+
+def array_ranges(indices: Sequence[int]) -> str:
+    """Slurm's --array list of task ids: [0, 1, 2, 5, 7, 8] → '0-2,5,7-8'."""
+    ordered = sorted(set(indices))
+    if not ordered or ordered[0] < 0:
+        raise ValueError("an array needs at least one index, none negative")
+    parts, start, last = [], ordered[0], ordered[0]
+    for i in ordered[1:] + [None]:
+        if i is not None and i == last + 1:
+            last = i
+            continue
+        parts.append(str(start) if start == last else f"{start}-{last}")
+        if i is not None:
+            start = last = i
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A sweep as one job array: `spec` holds what all elements share (the sweep's work
+    dir, resources, shared environment, the app's command); each element's own variables
+    are in `<element_root>/<task id>/<params_file>`, its logs next to them."""
+
+    spec: JobSpec
+    indices: tuple[int, ...]
+    element_root: str
+    params_file: str
+    throttle: int | None = None
+
+    @property
+    def array(self) -> str:
+        ranges = array_ranges(self.indices)
+        return f"{ranges}%{self.throttle}" if self.throttle else ranges
+
+
+def render_array_script(array: ArraySpec, prelude: Sequence[str] = ()) -> str:
+    """The batch script of a job array: the element picks its own variables (sourced) and
+    work dir by $SLURM_ARRAY_TASK_ID; Slurm writes each element's logs into its dir."""
+    spec = array.spec
+    if not _SAFE_PATH.fullmatch(array.element_root) or not _SAFE_WORD.fullmatch(
+            array.params_file) or (array.throttle is not None and array.throttle < 1):
+        raise ValueError("unsafe array layout or throttle")
+    element = f"{array.element_root}/%a"
+    lines = _sbatch_lines(spec, f"{element}/{STDOUT}", f"{element}/{STDERR}")
+    lines.insert(2, f"#SBATCH --array={array.array}")
     lines += prelude
     lines.append("set -eo pipefail")
-    for key, value in sorted(spec.environment.items()):
-        lines.append(f"export {key}={shlex.quote(value)}")
-    lines.append(f"cd {shlex.quote(spec.workdir)}")
+    lines += _exports(spec.environment)
+    own = f'{shlex.quote(array.element_root)}/"$SLURM_ARRAY_TASK_ID"'
+    lines.append(f". {own}/{array.params_file}")
+    lines.append(f"cd {own}")
     lines.append(spec.command)
     return "\n".join(lines) + "\n"

@@ -110,8 +110,9 @@ def parse_squeue(output: str) -> dict[str, JobState]:
         elapsed = _safe(parse_elapsed, fields[3]) if len(fields) > 3 else None
         cpus = _safe(int, fields[4]) if len(fields) > 4 else None
         name = fields[5] if len(fields) > 5 else None
-        states[job_id] = JobState(job_id, map_slurm_state(raw), raw, None, reason, elapsed, cpus,
-                                  name)
+        for task_id in expand_array_id(job_id):
+            states[task_id] = JobState(task_id, map_slurm_state(raw), raw, None, reason,
+                                       elapsed, cpus, name)
     return states
 
 
@@ -144,8 +145,26 @@ def parse_sacct(output: str) -> dict[str, JobState]:
         # right after a job ends, accounting may not know its name yet and says
         # "allocation": that is no name at all, not another job's
         name = None if name in ("", "allocation") else name
-        states[job_id] = JobState(job_id, status, raw, code, reason, elapsed, cpus, name)
+        for task_id in expand_array_id(job_id):
+            states[task_id] = JobState(task_id, status, raw, code, reason, elapsed, cpus, name)
     return states
+
+
+def expand_array_id(job_id: str) -> list[str]:
+    """A Slurm id as one id per array task: '123_[0-3,7%2]' (a pending array's tasks that
+    have not started, as squeue without -r and sacct print them) → 123_0 … 123_3, 123_7;
+    any other id ('123', '123_7') as it is. A malformed range stays as it is."""
+    base, sep, rest = job_id.partition("_[")
+    if not sep or not rest.endswith("]"):
+        return [job_id]
+    ids: list[str] = []
+    try:
+        for part in rest[:-1].split("%")[0].split(","):
+            first, _, last = part.partition("-")
+            ids += [f"{base}_{i}" for i in range(int(first), int(last or first) + 1)]
+    except ValueError:
+        return [job_id]
+    return ids
 
 
 def _safe(fn, value):

@@ -13,10 +13,17 @@ from collections.abc import Iterable, Sequence
 from redis.exceptions import LockError
 
 from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
+from hpcbridge.server.store import Store
+from hpcbridge.server.storebatch import BatchRecords
 
 from .runtime import REDIS_DOWN
 
 log = logging.getLogger("hpcbridge.maintainer")
+
+if not issubclass(Store, BatchRecords):  # TODO(lead): drop once Store lists BatchRecords
+    for _name, _fn in vars(BatchRecords).items():
+        if callable(_fn) and not _name.startswith("__"):
+            setattr(Store, _name, _fn)
 
 
 def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int) -> list:
@@ -56,28 +63,46 @@ def admit(rt, job) -> bool:
     its poller, and the job is next in order. An HPC known to be down is not tried here:
     a hung login node would hold this worker for a whole connect budget, slowing every
     other HPC's jobs; the poller probes it and offers its jobs again once it answers."""
+    return job.id in admit_batch(rt, job, 1, [job.id])
+
+
+def admit_batch(rt, job, size: int, only: list[str] | None = None) -> list[str]:
+    """Up to `size` queued jobs of `job`'s HPC moved to staging together (one
+    transaction), in fair order, as `admit` decides for one: the ids moved. `only`: only
+    these of the jobs the HPC has room for (one job's admission).
+    Elements of a sweep on an HPC of job arrays are admitted with their sweep instead."""
+    if not _open(rt, job):
+        return []
+    wait = rt.tuning.admission_lock_seconds
+    arrays = getattr(rt.handlers[job.hpc], "supports_arrays", False)
+    try:
+        with rt.redis.lock(rt.key("admit", job.hpc), timeout=wait, blocking_timeout=wait):
+            in_scheduler = rt.store.active_jobs(job.hpc, IN_SCHEDULER)
+            queued = [j for j in rt.store.active_jobs(job.hpc, [JobStatus.QUEUED])
+                      if not (arrays and j.sweep_id)]
+            picked = next_to_admit(rt.hpcs[job.hpc], queued, in_scheduler)
+            if only is not None:
+                picked = [j for j in picked if j.id in only]
+            picked = picked[:size]
+            if not picked:
+                return []
+            moves = {j.id: (f"staging on {job.hpc}", {"worker": rt.worker_id}) for j in picked}
+            return rt.store.transition_many(JobStatus.STAGING, moves, expect=[JobStatus.QUEUED])
+    except LockError:  # the lock's holder died or is slow: the poller offers it again
+        log.warning("admission lock of %s not acquired for job %s", job.hpc, job.id)
+        return []
+    except REDIS_DOWN:  # the job stays queued; the refill after Redis returns offers it
+        log.warning("admission of job %s waits for Redis", job.id)
+        return []
+
+
+def _open(rt, job) -> bool:
+    """The HPC takes jobs now: not known unreachable (the job is told why), not drained."""
     state = rt.store.hpc_state(job.hpc)
     if state.reachable is False:
         _say_waiting(rt, job, f"waiting for {job.hpc}: {state.message or 'unreachable'}")
         return False
-    if state.draining:
-        return False
-    wait = rt.tuning.admission_lock_seconds
-    try:
-        with rt.redis.lock(rt.key("admit", job.hpc), timeout=wait, blocking_timeout=wait):
-            in_scheduler = rt.store.active_jobs(job.hpc, IN_SCHEDULER)
-            queued = rt.store.active_jobs(job.hpc, [JobStatus.QUEUED])
-            if job.id not in {j.id for j in next_to_admit(rt.hpcs[job.hpc], queued,
-                                                          in_scheduler)}:
-                return False
-            return rt.store.transition(job.id, JobStatus.STAGING, f"staging on {job.hpc}",
-                                       expect=[JobStatus.QUEUED], worker=rt.worker_id)
-    except LockError:  # the lock's holder died or is slow: the poller offers it again
-        log.warning("admission lock of %s not acquired for job %s", job.hpc, job.id)
-        return False
-    except REDIS_DOWN:  # the job stays queued; the refill after Redis returns offers it
-        log.warning("admission of job %s waits for Redis", job.id)
-        return False
+    return not state.draining
 
 
 def _say_waiting(rt, job, why: str) -> None:

@@ -35,12 +35,25 @@ def send(rt, job) -> str:
     return "nothing to cancel"
 
 
+def send_many(rt, jobs) -> None:
+    """The cancel requests of jobs in the scheduler's queue, sent in one command."""
+    jobs = [j for j in jobs if j.status in WATCHED and j.scheduler_id]
+    if not jobs:
+        return
+    hpc = jobs[0].hpc
+    rt.run(rt.handlers[hpc].cancel_many([j.scheduler_id for j in jobs]))
+    rt.store.add_events([(j.id, "cancel_sent", f"asked {hpc} to cancel {j.scheduler_id}")
+                         for j in jobs])
+
+
 def take_back(rt, job, rounds: int = 3) -> list[str]:
     """Make sure no scheduler job of `job`'s name survives: look it up by name and cancel
     what is found, until a lookup finds nothing or only what was already cancelled (a
     handler without cancel-by-name: find_by_name answers one id at a time). The ids
     cancelled."""
     handler = rt.handlers[job.hpc]
+    if job.sweep_id and getattr(handler, "supports_arrays", False):
+        return _take_back_element(rt, handler, job)
     name = job_name(job.id)
     cancelled: list[str] = []
     for _ in range(rounds):
@@ -52,3 +65,17 @@ def take_back(rt, job, rounds: int = 3) -> list[str]:
         rt.store.add_event(job.id, "cancel_sent", f"asked {job.hpc} to cancel {found}, "
                            "submitted under this job's name", touch=False)
     return cancelled
+
+
+def _take_back_element(rt, handler, job) -> list[str]:
+    """An element of a sweep whose array may have been submitted: its own task cancelled,
+    found by the sweep's name (one lookup; a lookup that fails raises)."""
+    name = job_name(job.sweep_id)
+    array_id = rt.run(handler.find_many_by_name([name])).get(name)
+    if array_id is None:
+        return []
+    element = f"{array_id}_{job.sweep_index}"
+    rt.run(handler.cancel(element))
+    rt.store.add_event(job.id, "cancel_sent", f"asked {job.hpc} to cancel {element}, "
+                       "submitted with this job's sweep", touch=False)
+    return [element]

@@ -59,6 +59,12 @@ class Maintainer(Configurable):
         (then the poller offers the job again)."""
                                    ).tag(config=True)
 
+    submit_batch_size = Int(200, help="""Most queued jobs of one HPC a worker admits, stages
+        and submits together in one round (one SFTP channel, one command for all their
+        sbatch); the next round takes the next ones, in fair order.""").tag(config=True)
+    staging_concurrency = Int(64, help="""Jobs of a batch staged at the same time, their SFTP
+        requests pipelined on one channel.""").tag(config=True)
+
     # --- reconciliation -------------------------------------------------------------------
     reconcile_every_cycles = Int(10, help="""Every this many poll cycles (and whenever a worker
         takes a poller lease) the jobs left in staging or finishing by a dead worker, or whose

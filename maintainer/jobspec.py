@@ -3,6 +3,7 @@ environment its parameters reach it through, and its job.json."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from hpcbridge.connectors.layout import RESULT_DIR, WorkDir
 from hpcbridge.connectors.spec import JobSpec, job_name
@@ -53,6 +54,31 @@ def spec_for(job, app, workdir: WorkDir, hpc, has_data: bool) -> JobSpec:
     except Exception as exc:  # anything a stored job may hold
         reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         raise ManifestError(f"cannot build the job: {reason}") from exc
+
+
+def scheduler_name(job) -> str:
+    """The name the scheduler knows a job by: an array element's is its sweep's."""
+    if job.sweep_id and "_" in (job.scheduler_id or ""):
+        return job_name(job.sweep_id)
+    return job_name(job.id)
+
+
+def sweep_spec(sweep, app, folder: str, hpc) -> JobSpec:
+    """The part of a sweep's array script all its elements share (its resources, the
+    app's command); each element's own variables are sourced from its params file.
+    Raises ManifestError as spec_for does."""
+    if app is None:
+        raise ManifestError(f"app {sweep.app} is no longer registered")
+    try:
+        command = parse_manifest(app.manifest).command()
+        shared = SimpleNamespace(id=sweep.id, resources=sweep.resources, params={})
+        spec = build_spec(shared, command, WorkDir(folder), hpc, False)
+    except ManifestError as exc:
+        raise ManifestError(f"the manifest of app {sweep.app} is no longer valid: {exc}",
+                            exc.details) from exc
+    except Exception as exc:  # anything a stored sweep may hold
+        raise ManifestError(f"cannot build the sweep: {exc}") from exc
+    return spec.model_copy(update={"environment": {"HPCBRIDGE_SWEEP_ID": sweep.id}})
 
 
 def job_json(job) -> bytes:

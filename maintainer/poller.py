@@ -22,12 +22,12 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from hpcbridge.clock import utcnow
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable, RemoteTimeout
-from hpcbridge.connectors.spec import job_name
 from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
 
 from . import cancel as cancels
 from .admission import next_to_admit
 from .decisions import OURS, WATCHED, on_scheduler_state, record_verdict
+from .jobspec import scheduler_name
 from .logs import due_for_tail, tail_logs
 from .reconcile import reconcile, resolve_unseen
 from .runtime import Runtime
@@ -39,6 +39,7 @@ from .throttle import Throttle
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
 
+CANCELS_PER_COMMAND = 500  # scheduler ids in one scancel
 PROBE_NAME = "hpcbridge-probe"  # no job is ever named so (job names end in a job id)
 REDIS_DOWN = (RedisConnectionError, RedisTimeout)
 RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -280,7 +281,7 @@ class Poller:
     def _apply(self, run, hpc, job, state, stats: dict) -> str | None:
         """Act on the scheduler's answer for one job — only if the record is the job's
         (decisions.record_verdict); the status it was moved to, if any."""
-        verdict = record_verdict(state, job_name(job.id))
+        verdict = record_verdict(state, scheduler_name(job))
         if verdict != OURS:
             return self._unseen_job(run, hpc, job, verdict, stats)
         self._unseen[hpc.id].pop(job.id, None)
@@ -321,20 +322,33 @@ class Poller:
 
     def _cancels(self, run, jobs) -> None:
         """Honour the cancel requests of queued jobs, and (re)send those of jobs in the
-        scheduler's queue every Maintainer.cancel_resend_seconds. Staging and finishing jobs
-        are their worker's: it looks for the request itself."""
+        scheduler's queue every Maintainer.cancel_resend_seconds — all of a cycle in one
+        command (a cancelled sweep: its elements together). Staging and finishing jobs are
+        their worker's: it looks for the request itself."""
+        due = []
         for job in jobs:
             if not job.cancel_requested or job.status not in (S.QUEUED, *WATCHED):
                 continue
-            if job.status in WATCHED and not self._cancel_sent.due(job.id):
+            if job.status in WATCHED and job.scheduler_id:
+                if self._cancel_sent.due(job.id):
+                    due.append(job)
                 continue
             try:
                 cancels.send(run, job)
             except HPCUnavailable:
-                self._cancel_sent.forget(job.id)
                 raise
-            except ConnectorError as exc:  # one refused scancel must not stop the polling
+            except ConnectorError as exc:  # one refused cancel must not stop the polling
                 log.warning("cancel of %s: %s", job.id, exc)  # of the rest
+        for start in range(0, len(due), CANCELS_PER_COMMAND):
+            chunk = due[start:start + CANCELS_PER_COMMAND]
+            try:
+                cancels.send_many(run, chunk)
+            except HPCUnavailable:
+                for job in chunk:
+                    self._cancel_sent.forget(job.id)
+                raise
+            except ConnectorError as exc:
+                log.warning("cancel of %d jobs: %s", len(chunk), exc)
 
     def _admit(self, hpc, jobs, moved: dict[str, str], force: bool = False) -> None:
         """Offer the pool the queued jobs the HPC has room for, in fair order (`force`: at
@@ -345,6 +359,16 @@ class Poller:
         status = {j.id: moved.get(j.id, j.status) for j in jobs}
         in_scheduler = [j for j in jobs if status[j.id] in IN_SCHEDULER]
         queued = [j for j in jobs if status[j.id] == S.QUEUED]  # oldest first
+        if getattr(self.rt.handlers[hpc.id], "supports_arrays", False):
+            # a sweep goes whole, as one array: one element offered stands for all
+            heads = {}
+            for job in queued:
+                if job.sweep_id:
+                    heads.setdefault(job.sweep_id, job)
+            queued = [j for j in queued if not j.sweep_id]
+            if len(in_scheduler) < hpc.capacity:
+                for job in heads.values():
+                    self.offer(job.id, hpc.id, force=force)
         for job in next_to_admit(hpc, queued, in_scheduler):
             self.offer(job.id, hpc.id, force=force)
 

@@ -40,7 +40,7 @@ def resolve_unseen(rt, hpc, job, verdict: str, unseen_seconds: float) -> str | N
     under it): look it up by name and act (decisions.on_lookup) — followed under the id
     its name has now, or failed as lost, never left `running` for good. The status it was
     moved to, if any. A lookup that fails raises (unknown: ask again)."""
-    found = rt.run(rt.handlers[hpc.id].find_by_name(job_name(job.id)))
+    found = _find(rt, rt.handlers[hpc.id], job)
     decision = on_lookup(verdict, job.scheduler_id, found, hpc.scheduler, unseen_seconds,
                          rt.tuning.lost_after_seconds)
     if decision.fields:
@@ -52,3 +52,13 @@ def resolve_unseen(rt, hpc, job, verdict: str, unseen_seconds: float) -> str | N
     moved = rt.store.transition(job.id, decision.status, decision.message,
                                 expect=[JobStatus.SUBMITTED, JobStatus.RUNNING])
     return decision.status if moved else None
+
+
+def _find(rt, handler, job) -> str | None:
+    """The id the scheduler knows a job's name by (an array element: its sweep's array's
+    id with the element's index)."""
+    if job.sweep_id and "_" in (job.scheduler_id or ""):
+        name = job_name(job.sweep_id)
+        array_id = rt.run(handler.find_many_by_name([name])).get(name)
+        return f"{array_id}_{job.sweep_index}" if array_id else None
+    return rt.run(handler.find_by_name(job_name(job.id)))

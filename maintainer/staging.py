@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -31,6 +32,56 @@ async def stage_in(transport: Transport, job, app_path: str, upload_path: str | 
     await transport.makedirs(workdir.result)
     await transport.write_bytes(workdir.job_json, job_json(job))
     return sent + 1
+
+
+@dataclass
+class Staging:
+    """One job of a batch to stage: its files, and its batch script (path, text)."""
+
+    job: object
+    app_path: str
+    upload_path: str | None
+    workdir: WorkDir
+    script: tuple[str, bytes]
+
+
+async def stage_many(transport: Transport, items: list[Staging],
+                     concurrency: int = 64) -> list[int | Exception]:
+    """stage_in and the batch script of many jobs, concurrently (at most `concurrency` jobs
+    at a time), over one SFTP channel whose requests are pipelined (a pool's
+    shared_channel; other transports call as they are). Per job: files sent, or the error
+    that stopped its staging (the others go on)."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(item: Staging) -> int | Exception:
+        async with limit:
+            try:
+                sent = await stage_in(transport, item.job, item.app_path, item.upload_path,
+                                      item.workdir)
+                await transport.write_bytes(item.script[0], item.script[1], 0o700)
+                return sent
+            except Exception as exc:  # this job's (or the HPC's: classified by the caller)
+                return exc
+    shared = getattr(transport, "shared_channel", None)
+    async with (shared() if shared else contextlib.nullcontext()):
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+async def stage_shared(transport: Transport, app_path: str, upload_path: str | None,
+                       app_dir: str, data_dir: str) -> int:
+    """A sweep's shared files, once: the app's into `app_dir`, the upload as `data_dir`."""
+    await transport.makedirs(app_dir)
+    names = [n for n in sorted(os.listdir(app_path)) if n not in IGNORED]
+    for name in names:
+        await transport.upload(os.path.join(app_path, name), f"{app_dir}/{name}")
+    if upload_path:
+        await transport.upload(upload_path, data_dir)
+    return len(names) + bool(upload_path)
+
+
+def app_files(app_path: str) -> list[str]:
+    """The names stage-in copies from an app's folder."""
+    return [n for n in sorted(os.listdir(app_path)) if n not in IGNORED]
 
 
 class ResultsIncomplete(Exception):

@@ -13,8 +13,8 @@ from hpcbridge.lifecycle import FINAL, JobStatus
 from hpcbridge.manifest import ManifestError
 from hpcbridge.taskqueue import TASK_TIMEOUT_SECONDS
 
+from . import batch, sweeps
 from . import cancel as cancels
-from .admission import admit
 from .claims import claimed
 from .decisions import RETRY_LOCAL, WAIT, WAIT_UNHEALTHY, final_message, on_error
 from .jobspec import spec_for
@@ -45,9 +45,11 @@ def drive(rt: Runtime, job_id: str) -> str:
         return "nothing to do"
     if job.cancel_requested:
         return cancel(rt, job)
-    if job.status == S.QUEUED and not admit(rt, job):
-        return "waiting for capacity"
-    job = rt.store.get_job(job_id)
+    if job.sweep_id and getattr(rt.handlers[job.hpc], "supports_arrays", False) and \
+            job.status in (S.QUEUED, S.STAGING):
+        return sweeps.advance(rt, job)  # with its sweep: one job array
+    if job.status == S.QUEUED:
+        return batch.advance_queued(rt, job)
     if job.status == S.STAGING:
         return stage_and_submit(rt, job)
     if job.status == S.FINISHING:

@@ -10,7 +10,8 @@ import abc
 from collections.abc import Sequence
 
 from ..config import HPCConfig
-from ..spec import JobSpec
+from ..errors import ConnectorError, HPCUnavailable
+from ..spec import ArraySpec, JobSpec, render_batch_script
 from ..state import JobState
 from ..transport import Transport
 
@@ -49,6 +50,48 @@ class SchedulerHandler(abc.ABC):
         """The id of a job submitted under `name`, if any: makes submission idempotent."""
 
     # --- optional -------------------------------------------------------------------
+    #: a sweep is one job array (submit_array); otherwise each element is a job of its own
+    supports_arrays = False
+    SCRIPT = "job.sbatch"  # the batch script's name in a job's work dir
+
+    def batch_script(self, spec: JobSpec) -> tuple[str, bytes]:
+        """(path, text) of a job's batch script, for a caller that writes many at once
+        before submit_scripts."""
+        return f"{spec.workdir}/{self.SCRIPT}", \
+            render_batch_script(spec, self.config.batch_prelude).encode()
+
+    async def submit_scripts(self, specs: Sequence[JobSpec]) -> list[str | Exception]:
+        """Submit many jobs whose batch scripts were written (batch_script): per spec, the
+        scheduler's id or the error that refused it. The default submits one by one; a
+        connection error raises (nothing known of the rest)."""
+        out: list[str | Exception] = []
+        for spec in specs:
+            try:
+                out.append(await self.submit(spec))
+            except HPCUnavailable:
+                raise
+            except ConnectorError as exc:
+                out.append(exc)
+        return out
+
+    async def submit_array(self, array: ArraySpec) -> str:
+        """Submit a sweep as one job array whose elements are staged; the array's id."""
+        raise NotImplementedError(f"{type(self).__name__} has no job arrays")
+
+    async def find_many_by_name(self, names: Sequence[str]) -> dict[str, str]:
+        """name → id of the jobs submitted under any of `names` (absent: none). The default
+        asks find_by_name for each; a failed lookup raises (unknown)."""
+        found = {}
+        for name in names:
+            if (scheduler_id := await self.find_by_name(name)) is not None:
+                found[name] = scheduler_id
+        return found
+
+    async def cancel_many(self, scheduler_ids: Sequence[str]) -> None:
+        """Cancel many jobs (or array elements); the default one by one."""
+        for scheduler_id in scheduler_ids:
+            await self.cancel(scheduler_id)
+
     async def cancel_by_name(self, name: str) -> None:
         """Make sure no job of this name survives (a cancel after an interrupted submit).
         The default cancels what find_by_name finds; a scheduler that can do it in one

@@ -6,6 +6,8 @@ site's path or options); the arguments below follow them, one argv word each.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import shlex
 from collections.abc import Sequence
 
 from ..errors import (
@@ -15,15 +17,24 @@ from ..errors import (
     SchedulerUnavailable,
     command_error,
 )
-from ..spec import JobSpec, render_batch_script
+from ..spec import ArraySpec, JobSpec, render_array_script, render_batch_script
 from ..state import UNKNOWN, JobState, parse_sacct, parse_squeue
 from .base import SchedulerHandler
 
 SQUEUE_FORMAT = "%i|%T|%r|%M|%C|%j"
 SACCT_FORMAT = "JobID,JobName,State,ExitCode,Elapsed,AllocCPUS"
+JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")  # a job, or one element of an array
+# many sbatch in one command: per script one line "<exit status>\t<what sbatch said>"
+SUBMIT_LOOP = ('for s do out=$({sbatch} "$s" 2>&1); rc=$?; '
+               'printf "%s\\t%s\\n" "$rc" "$(printf %s "$out" | tr "\\n\\t" "  ")"; done')
 
 
 class SlurmHandler(SchedulerHandler):
+    supports_arrays = True
+
+    @property
+    def _who(self) -> list[str]:
+        return ["-u", self.config.user] if self.config.user else ["--me"]
 
     async def submit(self, spec: JobSpec) -> str:
         script = f"{spec.workdir}/job.sbatch"
@@ -37,14 +48,52 @@ class SlurmHandler(SchedulerHandler):
             raise SchedulerError(f"sbatch answered {result.stdout.strip()!r}")
         return job_id
 
+    async def submit_scripts(self, specs: Sequence[JobSpec]) -> list[str | Exception]:
+        """Every written script sbatch'ed by one command (a loop on the login node); per
+        spec the id or the refusal, classified as one sbatch's would be. The command
+        itself failing raises: nothing is known of any of them."""
+        if not specs:
+            return []
+        sbatch = shlex.join([*self.config.sbatch_command, "--parsable"])
+        paths = [f"{spec.workdir}/{self.SCRIPT}" for spec in specs]
+        result = await self.transport.run(["sh", "-c", SUBMIT_LOOP.format(sbatch=sbatch),
+                                           "sh", *paths])
+        lines = result.stdout.splitlines()
+        if result.exit_status != 0 or len(lines) != len(paths):
+            raise SchedulerUnavailable(f"{self.config.id}: the batched sbatch ended with "
+                                       f"{result.exit_status} after {len(lines)} of "
+                                       f"{len(paths)} jobs: {result.stderr.strip()[:300]}")
+        return [self._one_submitted(line) for line in lines]
+
+    def _one_submitted(self, line: str) -> str | Exception:
+        rc, _, said = line.partition("\t")
+        if rc != "0":
+            return command_error("sbatch", said, self.config.id)
+        words = [w.split(";")[0] for w in said.split()]
+        job_id = next((w for w in reversed(words) if w.isdigit()), None)
+        return job_id or SchedulerError(f"sbatch answered {said.strip()!r}")
+
+    async def submit_array(self, array: ArraySpec) -> str:
+        """The sweep's array script written, and sbatch'ed once; the array's id."""
+        script = f"{array.spec.workdir}/{self.SCRIPT}"
+        text = render_array_script(array, self.config.batch_prelude)
+        await self.transport.write_bytes(script, text.encode(), 0o700)
+        result = await self.transport.run([*self.config.sbatch_command, "--parsable", script])
+        if result.exit_status != 0:
+            raise self._failed("sbatch", result)
+        job_id = result.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SchedulerError(f"sbatch answered {result.stdout.strip()!r}")
+        return job_id
+
     async def status_many(self, ids: Sequence[str]) -> dict[str, JobState]:
         ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
-        # One squeue for every job of our account, however many ids are asked about.
-        who = ["-u", self.config.user] if self.config.user else ["--me"]
+        # One squeue for every job of our account, however many ids are asked about; -r:
+        # one line per array element (123_7), pending ones too
         result = await self.transport.run(
-            [*self.config.squeue_command, "-h", *who, "-o", SQUEUE_FORMAT])
+            [*self.config.squeue_command, "-h", "-r", *self._who, "-o", SQUEUE_FORMAT])
         if result.exit_status != 0:
             raise self._failed("squeue", result)
         queued = parse_squeue(result.stdout)
@@ -62,17 +111,23 @@ class SlurmHandler(SchedulerHandler):
         return states
 
     async def cancel(self, scheduler_id: str) -> None:
-        if not scheduler_id.isdigit():
-            raise SchedulerError(f"not a Slurm job id: {scheduler_id!r}")
-        result = await self.transport.run([*self.config.scancel_command, scheduler_id])
+        await self.cancel_many([scheduler_id])
+
+    async def cancel_many(self, scheduler_ids: Sequence[str]) -> None:
+        """One scancel for jobs and array elements (123_7; 123 is the whole array)."""
+        for scheduler_id in scheduler_ids:
+            if not JOB_ID.fullmatch(scheduler_id):
+                raise SchedulerError(f"not a Slurm job id: {scheduler_id!r}")
+        if not scheduler_ids:
+            return
+        result = await self.transport.run([*self.config.scancel_command, *scheduler_ids])
         if result.exit_status != 0 and "already completing" not in result.stderr \
                 and "Invalid job id" not in result.stderr:
             raise self._failed("scancel", result)
 
     async def cancel_by_name(self, name: str) -> None:
         """One scancel for every job of this name (of our account), however many."""
-        who = ["-u", self.config.user] if self.config.user else ["--me"]
-        result = await self.transport.run([*self.config.scancel_command, *who,
+        result = await self.transport.run([*self.config.scancel_command, *self._who,
                                            f"--name={name}"])
         if result.exit_status != 0:
             raise self._failed("scancel", result)
@@ -95,6 +150,28 @@ class SlurmHandler(SchedulerHandler):
             ids = [i for i in result.stdout.split() if i.isdigit()]
         return ids[0] if ids else None
 
+    async def find_many_by_name(self, names: Sequence[str]) -> dict[str, str]:
+        """One squeue (and one sacct for the names it does not list) for a whole batch:
+        name → job id (an array's own id for a sweep). A failed lookup raises."""
+        wanted = set(names)
+        if not wanted:
+            return {}
+        result = await self.transport.run(
+            [*self.config.squeue_command, "-h", "-t", "all", *self._who, "-o", "%F|%j"])
+        if result.exit_status != 0:
+            raise self._failed("squeue", result, transient=True)
+        found = _named(result.stdout, wanted)
+        missing = sorted(wanted - found.keys())
+        if missing:
+            since = (dt.datetime.now() - dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S")
+            result = await self.transport.run([
+                *self.config.sacct_command, "-X", "-n", "-P", "-S", since,
+                f"--name={','.join(missing)}", "--format=JobID,JobName"])
+            if result.exit_status != 0:
+                raise self._failed("sacct", result, transient=True)
+            found.update(_named(result.stdout, set(missing)))
+        return found
+
     def _failed(self, program: str, result, transient: bool = False) -> ConnectorError:
         """A scheduler command that exited non-zero: the controller unreachable is
         transient, anything else the scheduler's refusal (or `transient`: a lookup whose
@@ -103,3 +180,15 @@ class SlurmHandler(SchedulerHandler):
         if transient and not isinstance(error, HPCUnavailable):
             return SchedulerUnavailable(f"{self.config.id}: {error}: the answer is unknown")
         return error
+
+
+def _named(output: str, wanted: set[str]) -> dict[str, str]:
+    """'<id>|<name>' lines → name → the (first) job id of each wanted name; an array
+    element's or range's id ('123_7', '123_[0-9]') as the array's (123)."""
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        scheduler_id, _, name = line.strip().partition("|")
+        scheduler_id = scheduler_id.split("_")[0]
+        if name in wanted and scheduler_id.isdigit():
+            found.setdefault(name, scheduler_id)
+    return found

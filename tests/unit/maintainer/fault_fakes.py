@@ -7,6 +7,8 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
+from hpcbridge.connectors.handlers import SchedulerHandler
+
 
 @dataclass(frozen=True)
 class NamedState:
@@ -57,6 +59,12 @@ class FaultyHandler:
 
     async def find_by_name(self, name):
         return await self._call("find_by_name", name)
+
+    # the batched calls go through the faulty single ones above (the base class's
+    # defaults), so that a fault told to `submit` or `find_by_name` hits them too
+    submit_scripts = SchedulerHandler.submit_scripts
+    find_many_by_name = SchedulerHandler.find_many_by_name
+    cancel_many = SchedulerHandler.cancel_many
 
 
 def faulty(rt, hpc: str = "local") -> FaultyHandler:

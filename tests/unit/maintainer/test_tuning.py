@@ -22,7 +22,9 @@ DEFAULTS = {"lease_poll_intervals": 3.0, "lease_min_seconds": 15.0, "poll_jitter
             "quiet_log_every_seconds": 30.0, "final_log_rounds": 1000, "stats_keep": 1000,
             # issue 19: a deadline per cycle, lookups of jobs the scheduler lost, probes
             "cycle_deadline_seconds": 180.0, "idle_probe_seconds": 60.0,
-            "lost_after_seconds": 120.0, "lookups_per_cycle": 20}
+            "lost_after_seconds": 120.0, "lookups_per_cycle": 20,
+            # issue 24: the batched submit path
+            "submit_batch_size": 200, "staging_concurrency": 64}
 
 
 def test_defaults_are_unchanged_and_every_setting_is_documented():
