@@ -110,11 +110,13 @@ class Client(SweepCalls, SessionCalls):
 
     # --- jobs -----------------------------------------------------------------------
     def submit(self, app: str, hpc: str | None = None, params: dict | None = None,
-               resources: dict | None = None, upload: str | None = None) -> Job:
-        """Submit a job; `upload` is a local file or folder sent along as its data."""
+               resources: dict | None = None, upload: str | None = None,
+               notify: dict | None = None) -> Job:
+        """Submit a job; `upload` is a local file or folder sent along as its data;
+        `notify` ({"webhook": url, "email": address}) is told when the job ends."""
         upload_id = self.upload(upload) if upload else None
         body = {"app": app, "hpc": hpc, "params": params or {}, "resources": resources or {},
-                "upload": upload_id}
+                "upload": upload_id, "notify": notify or None}
         # one key per call: a retry of a cut request gets the job the first one made
         key = {"Idempotency-Key": uuid.uuid4().hex}
         return Job(self, JobInfo(**self._json("POST", "jobs", json=body, headers=key,

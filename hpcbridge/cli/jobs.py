@@ -49,8 +49,11 @@ def run_command(args) -> int:
 
 
 def cmd_submit(client: Client, args) -> int:
+    notify = {k: v for k, v in (("email", args.notify_email),
+                                ("webhook", args.notify_webhook)) if v}
     job = client.submit(args.app, hpc=args.hpc, params=_pairs(args.param, "--param"),
-                        resources=_pairs(args.resource, "--resource"), upload=args.upload)
+                        resources=_pairs(args.resource, "--resource"), upload=args.upload,
+                        notify=notify or None)
     if not args.no_wait:
         job.wait(progress=not args.json)
     _print_job(job, args.json)

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--resource", action="append", default=[], metavar="NAME=VALUE",
                    help="time (minutes), cpus, memory (MB), gpus, partition")
     p.add_argument("--upload", metavar="PATH", help="a file or folder to send with the job")
+    p.add_argument("--notify-email", metavar="ADDR", help="mail this address when it ends")
+    p.add_argument("--notify-webhook", metavar="URL",
+                   help="POST a signed JSON message to this URL when it ends")
     p.add_argument("--no-wait", action="store_true")
     command("list", "your jobs").add_argument("--status", action="append")
     command("status", "one job", job_id=True)
