@@ -75,6 +75,11 @@ class CGHandler(APIHandler):
             raise E.NotFound(f"no job {job_id}")
         return job
 
+    def send(self, value, status: int = 200):
+        """Plain JSON (CyberGIS's objects are dicts and lists of dicts and strings)."""
+        self.set_status(status)
+        self.finish(json.dumps(value))
+
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status_code, body = error_of(exc, status_code, self._reason)

@@ -1,0 +1,144 @@
+"""CyberGIS-Compute compatibility (issue #23) end to end: the unmodified PyPI client
+`cybergis-compute-client` 0.2.6 (its own venv, stack/cybergis-client.sh) drives a real
+middleware + maintainer on the stack's Slurm, with the stack's JupyterHub tokens.
+
+alice logs in, lists HPCs and apps, creates, sets, submits a job of the bundled `hello` app,
+follows its events to JOB_ENDED, reads its logs and result listing; a long job is cancelled
+and ends JOB_FAILED; rule-breaking params and Slurm inputs are refused. bob cannot read, set,
+submit or cancel alice's job; a token for another hub host is refused. The native API sees
+the same jobs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+DRIVER = os.path.join(HERE, "cybergis_driver.py")
+CG_PYTHON = os.path.join(REPO, ".stack", "cybergis-venv", "bin", "python")
+
+
+@pytest.fixture(scope="module")
+def cg_python():
+    """The client's own venv (installed on first use; quick when already there)."""
+    done = subprocess.run(["bash", os.path.join(REPO, "stack", "cybergis-client.sh")],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"stack/cybergis-client.sh failed:\n{done.stderr[-3000:]}")
+    return CG_PYTHON
+
+
+def run_driver(cg_python, services, who: str, token: str, cwd, hub_host: str,
+               timeout: float = 300, **env) -> dict:
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
+               "TERM": "dumb", "JUPYTERHUB_API_TOKEN": token, "CG_HOST": "127.0.0.1",
+               "CG_PORT": str(services.port), "CG_SUFFIX": "v2", "CG_HUB": hub_host,
+               "CG_APP": "hello", "CG_HPC": "slurm", **env}
+    done = subprocess.run([cg_python, DRIVER, who], cwd=cwd, env=environ, text=True,
+                          capture_output=True, timeout=timeout)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise AssertionError(f"driver {who} exited {done.returncode}\nstdout:\n"
+                             f"{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}\n"
+                             f"middleware log:\n{services.log('server')}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def check_alice(r: dict) -> None:
+    assert r["username"] == "alice@127.0.0.1:8000"
+    assert "slurm" in r["hpcs"]
+    hello = r["git"]["hello"]
+    assert hello["param_rules"]["lines"]["max"] == 100
+    assert hello["slurm_input_rules"]["cpu_per_task"]["max"] == 2  # cpus, in Slurm's name
+    assert "slurm" in hello["supported_hpc"]
+    # the first job: ended well, followed by the client to JOB_ENDED
+    assert r["job_failed"] is False
+    assert r["events"][0] == "JOB_QUEUED" and r["events"][-1] == "JOB_ENDED", r["events"]
+    assert "JOB_RUNNING" in r["events"] or "JOB_INIT" in r["events"]
+    status = r["status"]
+    assert status["slurmId"] and status["hpc"] == "slurm" and status["isFailed"] is False
+    assert status["param"] == {"name": "cybergis", "lines": 3, "delay": 0.2}  # "3" → 3
+    assert status["slurm"]["time"] == "00:02:00" and status["slurm"]["cpu_per_task"] == 1
+    assert status["userId"] == "alice@127.0.0.1:8000"
+    stdout = [log["message"] for log in r["logs"] if log.get("stream") == "stdout"]
+    assert stdout and "[3/3] Hello, cybergis!" in stdout[0]
+    assert r["results"][0] == "/" and "/result/greeting.txt" in r["results"]
+    assert r["job_id"] in r["listed"]
+    assert "/api/v1/jobs/" in r["globus"] and "Globus is not available" in r["globus"]
+    # the long job: running, cancelled, shown by the client as a failure
+    assert "JOB_RUNNING" in r["long_before_cancel"], r["long_before_cancel"]
+    assert r["long_failed"] is True
+    assert r["long_last_event"]["type"] == "JOB_FAILED"
+    assert r["long_last_event"]["message"].startswith("cancelled")
+    # the manifest's rules, in CyberGIS's words
+    assert "validation_error" in r["bad_param"] and "param.lines" in r["bad_param"]
+    assert "at most 100" in r["bad_param"]
+    assert "slurm.cpu_per_task" in r["bad_slurm"] and "at most 2" in r["bad_slurm"]
+    assert "localExecutableFolder" in r["bad_submit"]
+
+
+def check_native(services, hub, r: dict) -> None:
+    """The same jobs through hpcbridge's own API: one store, one set of rules."""
+    with services.client(hub.tokens["alice"]) as http:
+        job = http.get(f"jobs/{r['job_id']}").json()
+        assert job["status"] == "succeeded" and job["user"] == "alice"
+        assert job["app"] == "hello" and job["resources"] == {"time": 2, "cpus": 1}
+        assert http.get(f"jobs/{r['long_id']}").json()["status"] == "cancelled"
+        listing = http.get(f"jobs/{r['job_id']}/results").json()
+        assert "result/greeting.txt" in [e["path"] for e in listing]
+    with services.client(hub.tokens["bob"]) as http:
+        assert http.get(f"jobs/{r['job_id']}").status_code == 404
+
+
+def test_cybergis_client_end_to_end(cg_python, slurm_middleware, hub, tmp_path):
+    services = slurm_middleware
+    # alice's host with a scheme, bob's without: the client accepts both spellings
+    (tmp_path / "alice").mkdir()
+    r = run_driver(cg_python, services, "alice", hub.tokens["alice"], tmp_path / "alice",
+                   "http://127.0.0.1:8000")
+    check_alice(r)
+    assert (tmp_path / "alice" / "cybergis_compute_user.json").exists()  # the login file
+    check_native(services, hub, r)
+
+    (tmp_path / "bob").mkdir()
+    b = run_driver(cg_python, services, "bob", hub.tokens["bob"], tmp_path / "bob",
+                   "127.0.0.1:8000", timeout=60, CG_VICTIM=r["job_id"])
+    assert b["username"] == "bob@127.0.0.1:8000"
+    for route in ("get", "events", "logs", "results", "cancel", "set", "submit"):
+        assert b[route] and "not_found" in b[route], (route, b[route])
+        assert "cybergis" not in b[route]  # nothing of alice's job in the answer
+    assert r["job_id"] not in b["listed"]
+
+    (tmp_path / "foreign").mkdir()
+    f = run_driver(cg_python, services, "foreign-host", hub.tokens["alice"],
+                   tmp_path / "foreign", "127.0.0.1:8000", timeout=60)
+    assert f["username"] is None  # the client's login failed
+    for route in ("user", "create"):
+        assert "forbidden" in f[route] and "hub.elsewhere.example:8000" in f[route]
+
+    log = services.log("server")
+    for who in ("alice", "bob"):
+        assert hub.tokens[who] not in log  # tokens never reach the log
+
+
+def test_errors_are_json_with_a_string_error(slurm_middleware, hub):
+    """Whatever goes wrong, the body has a string `error` (what the client checks)."""
+    base = f"{slurm_middleware.url}/v2"
+    cases = [("GET", "/user", b"not json"), ("GET", "/user", b"{}"),
+             ("GET", "/user", json.dumps({"jupyterhubApiToken": "%%%"}).encode()),
+             ("GET", "/job/0123", b"{}"), ("DELETE", "/hpc", b""),
+             ("GET", "/no-such-route", b"")]
+    with httpx.Client(timeout=30) as http:
+        for method, path, body in cases:
+            resp = http.request(method, base + path, content=body,
+                                headers={"Content-Type": "application/json"})
+            data = resp.json()
+            assert isinstance(data.get("error"), str) and resp.status_code >= 400, (path, data)
+        assert http.get(base + "/hpc").json()["hpc"]["slurm"]["ip"] is None  # no host shown
