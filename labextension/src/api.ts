@@ -36,6 +36,13 @@ export type LogStream = ILogAnswer['stream'];
 export type IResult = Schemas['ResultEntry'];
 export type ISubmitRequest = Schemas['JobCreate'];
 export type IUpload = Schemas['UploadInfo'];
+export type ISession = Schemas['SessionInfo'];
+export type ISessionCreate = Schemas['SessionCreate'];
+export type ISessionQuota = Schemas['SessionQuota'];
+export type ISweep = Schemas['SweepInfo'];
+export type ISweepCreate = Schemas['SweepCreate'];
+export type ISweepList = Schemas['SweepList'];
+export type IGridRange = Schemas['GridRange'];
 
 /** `GET jobs` filters; the panel sends one status (the API also takes a comma list). */
 export type IJobFilters = Omit<
@@ -174,6 +181,54 @@ export class HpcBridgeApi {
 
   results(id: string): Promise<IResult[]> {
     return this.get<IResult[]>(`jobs/${encodeURIComponent(id)}/results`);
+  }
+
+  listSweeps(limit = 50): Promise<ISweepList> {
+    return this.get<ISweepList>('sweeps', { limit });
+  }
+
+  getSweep(id: string): Promise<ISweep> {
+    return this.get<ISweep>(`sweeps/${encodeURIComponent(id)}`);
+  }
+
+  /** Submit a sweep: one job per parameter set, every set checked before any is made. */
+  submitSweep(body: ISweepCreate): Promise<ISweep> {
+    return this.request<ISweep>('api', 'sweeps', { method: 'POST', body: JSON.stringify(body) });
+  }
+
+  cancelSweep(id: string): Promise<ISweep> {
+    return this.post<ISweep>('api', `sweeps/${encodeURIComponent(id)}/cancel`, {});
+  }
+
+  listSessions(): Promise<ISession[]> {
+    return this.get<ISession[]>('sessions');
+  }
+
+  getSession(id: string): Promise<ISession> {
+    return this.get<ISession>(`sessions/${encodeURIComponent(id)}`);
+  }
+
+  /** Start an interactive session; its `url` is where the browser opens it. */
+  startSession(body: ISessionCreate): Promise<ISession> {
+    return this.post<ISession>('api', 'sessions', body);
+  }
+
+  stopSession(id: string): Promise<ISession> {
+    return this.request<ISession>('api', `sessions/${encodeURIComponent(id)}`, {
+      method: 'DELETE'
+    });
+  }
+
+  keepalive(id: string): Promise<void> {
+    return this.post<void>('api', `sessions/${encodeURIComponent(id)}/keepalive`, {});
+  }
+
+  sessionEvents(id: string): Promise<IJobEvent[]> {
+    return this.get<IJobEvent[]>(`sessions/${encodeURIComponent(id)}/events`);
+  }
+
+  sessionQuota(): Promise<ISessionQuota> {
+    return this.get<ISessionQuota>('sessions/quota');
   }
 
   /** Package a file or folder (relative to the Jupyter root) for a job; → upload id. */

@@ -5,14 +5,15 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import type { HpcBridgeApi, IApp, IHpc, IJob, IMe } from './api';
+import type { HpcBridgeApi, IApp, IHpc, IJob, IMe, ISweep } from './api';
 import { ApiError } from './errors';
 import { isFinal } from './status';
 
 export type View =
   | { kind: 'list' }
   | { kind: 'detail'; jobId: string }
-  | { kind: 'submit'; upload?: string; app?: string; nonce: number };
+  | { kind: 'submit'; upload?: string; app?: string; nonce: number }
+  | { kind: 'sessions' };
 
 export interface IFilters {
   status: string;
@@ -62,6 +63,9 @@ export class PanelModel {
   loaded = false;
   /** The last job list poll failed with this; null when it worked. */
   error: ApiError | null = null;
+
+  /** The sweeps the listed jobs belong to, by id (counts and progress). */
+  sweeps: { [id: string]: ISweep } = {};
 
   hpcs: IHpc[] = [];
   apps: IApp[] = [];
@@ -136,8 +140,9 @@ export class PanelModel {
     return false;
   }
 
-  /** Poll now (e.g. after a submit or a cancel). */
-  refresh(): void {
+  /** Poll now (e.g. after a submit or a cancel); `sweeps`: the sweeps too. */
+  refresh(sweeps = false): void {
+    this._sweepsWanted = this._sweepsWanted || sweeps;
     if (this.visible || this._timer !== null) {
       this._restart();
     }
@@ -217,7 +222,8 @@ export class PanelModel {
     }
     const slow = count % this._slowEvery === 0;
     const filters = { ...this.filters };
-    const [list, hpcs, me] = await Promise.allSettled([
+    const withSweeps = this._sweepsWanted || this.jobs.some(j => !!j.sweep_id);
+    const [list, hpcs, me, sweeps] = await Promise.allSettled([
       this.api.listJobs({
         status: filters.status,
         app: filters.app,
@@ -227,7 +233,8 @@ export class PanelModel {
       slow ? this.api.hpcs() : Promise.resolve(null),
       slow && (!this.me || count % (this._slowEvery * 4) === 0)
         ? this.api.me()
-        : Promise.resolve(null)
+        : Promise.resolve(null),
+      withSweeps ? this.api.listSweeps(50) : Promise.resolve(null)
     ]);
     if (loop !== this._loop || this._disposed) {
       return;
@@ -237,6 +244,10 @@ export class PanelModel {
     }
     if (hpcs.status === 'fulfilled' && hpcs.value) {
       this.hpcs = hpcs.value;
+    }
+    if (sweeps.status === 'fulfilled' && sweeps.value) {
+      this.sweeps = Object.fromEntries(sweeps.value.sweeps.map(w => [w.id, w]));
+      this._sweepsWanted = false;
     }
     if (list.status === 'fulfilled') {
       this._applyJobs(list.value.jobs ?? [], list.value.total ?? 0);
@@ -325,6 +336,7 @@ export class PanelModel {
   private _onJobFinished?: (job: IJob) => void;
   private _lastStatus = new Map<string, string>();
   private _notified = new Set<string>();
+  private _sweepsWanted = false;
 }
 
 export function toApiError(error: unknown): ApiError {

@@ -79,7 +79,8 @@ export function buildSubmission(form: IFormValues, app: IApp): ISubmitRequest {
     params,
     // the names come from the app's slurm_input_rules; the server checks them
     resources: resources as ISubmitRequest['resources'],
-    upload: form.upload.trim() || null
+    upload: form.upload.trim() || null,
+    notify: null
   };
 }
 

@@ -77,7 +77,8 @@ describe('buildSubmission', () => {
       hpc: 'cluster',
       params: { n: 7, mode: 'fast', verbose: false, quiet: true },
       resources: { cpus: 3 },
-      upload: 'data/in'
+      upload: 'data/in',
+      notify: null
     });
   });
   it('sends no upload for a blank path', () => {

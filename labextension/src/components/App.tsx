@@ -5,9 +5,36 @@ import { formatDuration } from '../time';
 import { ErrorBanner } from './ErrorBanner';
 import { IDetailHost, JobDetail } from './JobDetail';
 import { JobList } from './JobList';
+import { ISessionsHost, SessionsView } from './SessionsView';
 import { ISubmitHost, SubmitForm } from './SubmitForm';
 
-export interface IPanelHost extends IDetailHost, ISubmitHost {}
+export interface IPanelHost extends IDetailHost, ISubmitHost, ISessionsHost {}
+
+/** The panel's top-level views: batch jobs and interactive sessions. */
+function Nav(props: { model: PanelModel }): JSX.Element {
+  const { model } = props;
+  const sessions = model.view.kind === 'sessions';
+  const tab = (label: string, active: boolean, testid: string, go: () => void) => (
+    <button
+      type="button"
+      role="tab"
+      aria-selected={active}
+      className={`hpcbridge-tab${active ? ' hpcbridge-tab-active' : ''}`}
+      data-testid={testid}
+      onClick={go}
+    >
+      {label}
+    </button>
+  );
+  return (
+    <div className="hpcbridge-tabs" role="tablist">
+      {tab('Jobs', !sessions, 'hpcbridge-nav-jobs', () => model.navigate({ kind: 'list' }))}
+      {tab('Sessions', sessions, 'hpcbridge-nav-sessions', () =>
+        model.navigate({ kind: 'sessions' })
+      )}
+    </div>
+  );
+}
 
 function Quota(props: { model: PanelModel }): JSX.Element | null {
   const me = props.model.me;
@@ -31,11 +58,18 @@ function Quota(props: { model: PanelModel }): JSX.Element | null {
 export function App(props: { model: PanelModel; host: IPanelHost }): JSX.Element {
   const { model, host } = props;
   const view = model.view;
-  const title = view.kind === 'submit' ? 'New job' : view.kind === 'detail' ? '' : 'HPC Jobs';
+  const title =
+    view.kind === 'submit'
+      ? 'New job'
+      : view.kind === 'detail'
+        ? ''
+        : view.kind === 'sessions'
+          ? 'Interactive sessions'
+          : 'HPC Jobs';
   return (
     <div className="hpcbridge-root">
       <div className="hpcbridge-header">
-        {view.kind !== 'list' && (
+        {view.kind !== 'list' && view.kind !== 'sessions' && (
           <button
             type="button"
             className="hpcbridge-back jp-mod-styled"
@@ -47,7 +81,7 @@ export function App(props: { model: PanelModel; host: IPanelHost }): JSX.Element
           </button>
         )}
         <h2 className="hpcbridge-title">{title}</h2>
-        {view.kind !== 'submit' && (
+        {view.kind !== 'submit' && view.kind !== 'sessions' && (
           <button
             type="button"
             className="jp-mod-styled jp-mod-accept hpcbridge-new-job"
@@ -58,6 +92,7 @@ export function App(props: { model: PanelModel; host: IPanelHost }): JSX.Element
           </button>
         )}
       </div>
+      <Nav model={model} />
       {view.kind === 'list' && <Quota model={model} />}
       <ErrorBanner model={model} />
       <div className="hpcbridge-body">
@@ -71,6 +106,7 @@ export function App(props: { model: PanelModel; host: IPanelHost }): JSX.Element
             initialApp={view.app}
           />
         )}
+        {view.kind === 'sessions' && <SessionsView model={model} host={host} />}
         {view.kind === 'detail' && (
           <JobDetail key={view.jobId} model={model} host={host} jobId={view.jobId} />
         )}

@@ -1,8 +1,9 @@
 import * as React from 'react';
 
-import { IJob } from '../api';
+import { IJob, ISweep } from '../api';
 import { PanelModel } from '../model';
 import { JOB_STATUSES, shortId } from '../status';
+import { countsText } from '../sweep';
 import { absoluteTime, relativeTime } from '../time';
 import { StatusBadge } from './StatusBadge';
 import { Select } from './Select';
@@ -15,6 +16,8 @@ interface IRowProps {
   appName: string;
   hpcName: string;
   showUser: boolean;
+  /** "sweep 1a2b3c4d #3 · 5/12": the sweep a job is an element of. */
+  sweepText: string;
   onOpen: (id: string) => void;
 }
 
@@ -47,6 +50,11 @@ const JobRow = React.memo(function JobRow(props: IRowProps): JSX.Element {
         <span className="hpcbridge-job-id">{shortId(job.id)}</span>
         <span className="hpcbridge-job-hpc">{props.hpcName}</span>
         {props.showUser && <span className="hpcbridge-job-user">{job.user}</span>}
+        {props.sweepText && (
+          <span className="hpcbridge-job-sweep" data-testid="hpcbridge-job-sweep">
+            {props.sweepText}
+          </span>
+        )}
         <span className="hpcbridge-job-when" title={absoluteTime(job.created_at)}>
           {props.when}
         </span>
@@ -54,6 +62,51 @@ const JobRow = React.memo(function JobRow(props: IRowProps): JSX.Element {
     </li>
   );
 });
+
+function sweepText(job: IJob, sweeps: { [id: string]: ISweep }): string {
+  if (!job.sweep_id) {
+    return '';
+  }
+  const sweep = sweeps[job.sweep_id];
+  const index =
+    job.sweep_index !== null && job.sweep_index !== undefined ? ` #${job.sweep_index}` : '';
+  const done = sweep ? ` · ${sweep.finished}/${sweep.size}` : '';
+  return `sweep ${shortId(job.sweep_id)}${index}${done}`;
+}
+
+/** The sweeps of the listed jobs: counts by status and a progress bar each. */
+function SweepSummary(props: { model: PanelModel }): JSX.Element | null {
+  const { model } = props;
+  const ids = [...new Set(model.jobs.map(j => j.sweep_id).filter((id): id is string => !!id))];
+  const sweeps = ids.map(id => model.sweeps[id]).filter((w): w is ISweep => !!w);
+  if (sweeps.length === 0) {
+    return null;
+  }
+  return (
+    <ul className="hpcbridge-sweeps" aria-label="Sweeps">
+      {sweeps.map(w => (
+        <li
+          key={w.id}
+          className="hpcbridge-sweep"
+          data-testid="hpcbridge-sweep-summary"
+          data-sweep-id={w.id}
+          data-done={w.done ? 'true' : 'false'}
+        >
+          <div className="hpcbridge-sweep-title">
+            <span>
+              Sweep {shortId(w.id)} · {model.appName(w.app)} · {w.size} jobs
+            </span>
+            <span>{Math.round(w.progress * 100)}%</span>
+          </div>
+          <progress max={1} value={w.progress} />
+          <div className="hpcbridge-sweep-counts" data-testid="hpcbridge-sweep-counts">
+            {countsText(w.counts, JOB_STATUSES)}
+          </div>
+        </li>
+      ))}
+    </ul>
+  );
+}
 
 function FilterSelect(props: {
   label: string;
@@ -116,6 +169,7 @@ export function JobList(props: { model: PanelModel }): JSX.Element {
         />
       </div>
       {!model.loaded && !model.error && <div className="hpcbridge-muted">Loading jobs…</div>}
+      <SweepSummary model={model} />
       {model.loaded && model.jobs.length === 0 && !filtered && (
         <div className="hpcbridge-empty" data-testid="hpcbridge-empty">
           <p>No jobs yet</p>
@@ -143,6 +197,7 @@ export function JobList(props: { model: PanelModel }): JSX.Element {
             appName={model.appName(job.app)}
             hpcName={model.hpcName(job.hpc)}
             showUser={showUser}
+            sweepText={sweepText(job, model.sweeps)}
             onOpen={onOpen}
           />
         ))}

@@ -2,6 +2,7 @@ import * as React from 'react';
 
 import { actionMessage } from '../errors';
 import { PanelModel } from '../model';
+import { batchApps } from '../sessions';
 import { AppField, HpcField } from './fields/ChoiceFields';
 import { ParamFields } from './fields/ParamFields';
 import { ResourceFields } from './fields/ResourceFields';
@@ -57,7 +58,12 @@ export function SubmitForm(props: {
 
   return (
     <form ref={form.formRef} className="hpcbridge-form" onSubmit={form.submit} noValidate>
-      <AppField apps={model.apps} app={app} error={errorFor('app')} onChange={form.selectApp} />
+      <AppField
+        apps={batchApps(model.apps)}
+        app={app}
+        error={errorFor('app')}
+        onChange={form.selectApp}
+      />
       <HpcField
         supported={app?.supported_hpc ?? []}
         hpcs={model.hpcs}
@@ -69,6 +75,7 @@ export function SubmitForm(props: {
         rules={app?.param_rules ?? {}}
         values={values.params}
         errorFor={errorFor}
+        sweep={form.sweep}
         onChange={(name, value) =>
           form.change(`params.${name}`, v => ({ ...v, params: { ...v.params, [name]: value } }))
         }
@@ -92,6 +99,11 @@ export function SubmitForm(props: {
         onBrowse={host.pickPath ? () => void browse() : undefined}
       />
 
+      {errorFor('params') && (
+        <div className="hpcbridge-form-error" role="alert">
+          {errorFor('params')}
+        </div>
+      )}
       {form.formError && (
         <div className="hpcbridge-form-error" data-testid="hpcbridge-form-error" role="alert">
           {form.formError}
@@ -111,7 +123,8 @@ export function SubmitForm(props: {
           data-testid="hpcbridge-submit"
           disabled={!app || !!form.busy}
         >
-          {form.busy ?? 'Submit'}
+          {form.busy ??
+            (form.sweepSize === null ? 'Submit' : `Submit sweep (${form.sweepSize} jobs)`)}
         </button>
       </div>
     </form>

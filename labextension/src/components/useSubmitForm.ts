@@ -3,6 +3,7 @@ import * as React from 'react';
 import type { IApp } from '../api';
 import type { ApiError } from '../errors';
 import { PanelModel, toApiError } from '../model';
+import { batchApps } from '../sessions';
 import {
   buildSubmission,
   defaultValues,
@@ -10,6 +11,7 @@ import {
   IFormValues,
   placeServerErrors
 } from '../submission';
+import { buildSweep, IBuiltSweep, ISweepField, SweepFields, sweptNames } from '../sweep';
 import { errorsByField, validateSubmission } from '../validate';
 import { useMounted } from './hooks';
 
@@ -17,6 +19,8 @@ interface IFormState {
   /** The app `values` were made for; another app starts from its own defaults. */
   appId: string | null;
   values: IFormValues;
+  /** Parameters that take a list or range of values (a sweep). */
+  sweep: SweepFields;
   touched: ReadonlySet<string>;
   /** Submit was pressed: every client error shows, touched or not. */
   attempted: boolean;
@@ -28,6 +32,7 @@ function freshState(app: IApp | null, upload: string): IFormState {
   return {
     appId: app?.id ?? null,
     values: defaultValues(app, upload),
+    sweep: {},
     touched: new Set(),
     attempted: false,
     serverErrors: {},
@@ -45,6 +50,10 @@ export interface ISubmitForm {
   /** The message shown next to a field, if any. */
   errorFor: (key: string) => string | undefined;
   formError: string | null;
+  /** The sweep option: which parameters take several values, and how to change that. */
+  sweep: { fields: SweepFields; onChange: (name: string, field: ISweepField) => void };
+  /** Jobs the sweep stands for; null when no parameter is swept (one job). */
+  sweepSize: number | null;
   /** What the submit button says while an upload or submission runs. */
   busy: string | null;
   submit: (event?: React.FormEvent) => Promise<void>;
@@ -65,7 +74,8 @@ export function useSubmitForm(
   }, [model]);
 
   // the chosen app, or the first one once the list is there
-  const app = model.apps.find(a => a.id === appId) ?? model.apps[0] ?? null;
+  const apps = batchApps(model.apps);
+  const app = apps.find(a => a.id === appId) ?? apps[0] ?? null;
   const [stored, setStored] = React.useState(() => freshState(app, initial.upload ?? ''));
   let state = stored;
   if (stored.appId !== (app?.id ?? null)) {
@@ -77,6 +87,15 @@ export function useSubmitForm(
 
   const request = app ? buildSubmission(state.values, app) : null;
   const clientErrors = app && request ? errorsByField(validateSubmission(app, request)) : {};
+  let sweep: IBuiltSweep | null = null;
+  if (app && request && sweptNames(state.sweep).length > 0) {
+    // a swept parameter's single-value field does not count; its list or range does
+    sweep = buildSweep(request, app, state.sweep);
+    for (const name of sweptNames(state.sweep)) {
+      delete clientErrors[`params.${name}`];
+    }
+    Object.assign(clientErrors, sweep.errors);
+  }
   const errorFor = (key: string): string | undefined =>
     state.serverErrors[key] ??
     (state.attempted || state.touched.has(key) ? clientErrors[key] : undefined);
@@ -87,6 +106,11 @@ export function useSubmitForm(
       delete serverErrors[key];
       return { ...s, values: update(s.values), touched: new Set(s.touched).add(key), serverErrors };
     });
+
+  const changeSweep = (name: string, field: ISweepField) => {
+    change(`params.${name}`, v => v);
+    setStored(s => ({ ...s, sweep: { ...s.sweep, [name]: field } }));
+  };
 
   /** Bring the first field with an error into view, once it has rendered. */
   const focusFirstError = () => {
@@ -133,6 +157,12 @@ export function useSubmitForm(
     }
     setBusy('Submitting…');
     try {
+      if (sweep) {
+        await model.api.submitSweep({ ...sweep.body, upload: uploadId });
+        model.navigate({ kind: 'list' });
+        model.refresh(true);
+        return;
+      }
       const job = await model.api.submitJob({ ...request, upload: uploadId });
       model.upsertJob(job);
       model.navigate({ kind: 'detail', jobId: job.id });
@@ -152,6 +182,8 @@ export function useSubmitForm(
     change,
     errorFor,
     formError: state.formError,
+    sweep: { fields: state.sweep, onChange: changeSweep },
+    sweepSize: sweep ? sweep.size : null,
     busy,
     submit
   };

@@ -2,8 +2,9 @@ import * as React from 'react';
 
 import type { IParamRule } from '../../api';
 import { ParamValues, rangeHint } from '../../submission';
+import { emptySweepField, ISweepField, SweepFields, SweepMode } from '../../sweep';
 import { Select } from '../Select';
-import { Field } from './Field';
+import { FieldRows } from './FieldRow';
 
 function ParamInput(props: {
   id: string;
@@ -63,45 +64,127 @@ function ParamInput(props: {
   }
 }
 
-/** The app's parameters, one field per rule (none: no fieldset). */
+/** A swept parameter's inputs: a comma separated list, or start / stop / step. */
+function SweepInput(props: {
+  id: string;
+  name: string;
+  field: ISweepField;
+  invalid: boolean;
+  onChange: (field: ISweepField) => void;
+}): JSX.Element {
+  const { field, name } = props;
+  const box = (key: 'list' | 'start' | 'stop' | 'step', placeholder: string, id?: string) => (
+    <input
+      id={id}
+      type="text"
+      className="jp-mod-styled"
+      placeholder={placeholder}
+      aria-label={`${name} ${key}`}
+      data-testid={`hpcbridge-sweep-${key}-${name}`}
+      aria-invalid={props.invalid}
+      value={field[key]}
+      onChange={e => props.onChange({ ...field, [key]: e.target.value })}
+    />
+  );
+  if (field.mode === 'list') {
+    return box('list', 'a, b, c', props.id);
+  }
+  return (
+    <div className="hpcbridge-sweep-range">
+      {box('start', 'start', props.id)}
+      {box('stop', 'stop (left out)')}
+      {box('step', 'step')}
+    </div>
+  );
+}
+
+/** One value, a list or a range: the sweep option of a parameter. */
+function ModeSelect(props: {
+  name: string;
+  rule: IParamRule;
+  mode: SweepMode;
+  onChange: (mode: SweepMode) => void;
+}): JSX.Element {
+  const numeric = props.rule.type === 'integer' || props.rule.type === 'float';
+  return (
+    <select
+      className="hpcbridge-sweep-mode"
+      aria-label={`${props.name}: one value, a list or a range`}
+      title="One value (a job), or a list or range of values (a sweep: one job per value)"
+      data-testid={`hpcbridge-sweep-mode-${props.name}`}
+      value={props.mode}
+      onChange={e => props.onChange(e.target.value as SweepMode)}
+    >
+      <option value="one">one value</option>
+      <option value="list">list</option>
+      {numeric && <option value="range">range</option>}
+    </select>
+  );
+}
+
+/** How the form's sweep option reads and changes the swept parameters. */
+export interface ISweepControls {
+  fields: SweepFields;
+  onChange: (name: string, field: ISweepField) => void;
+}
+
+/** The app's parameters, one field per rule (none: no fieldset); with `sweep`, each can
+ * also take a list or range of values. */
 export function ParamFields(props: {
   rules: { [name: string]: IParamRule };
   values: ParamValues;
   errorFor: (key: string) => string | undefined;
   onChange: (name: string, value: string | boolean) => void;
+  sweep?: ISweepControls;
 }): JSX.Element | null {
-  const rules = Object.entries(props.rules);
-  if (rules.length === 0) {
-    return null;
-  }
+  const { sweep } = props;
   return (
-    <fieldset className="hpcbridge-fieldset">
-      <legend>Parameters</legend>
-      {rules.map(([name, rule]) => {
-        const error = props.errorFor(`params.${name}`);
+    <FieldRows
+      legend="Parameters"
+      kind="param"
+      rules={props.rules}
+      errorFor={props.errorFor}
+      text={(name, rule) => {
         const numeric = rule.type === 'integer' || rule.type === 'float';
         const hint = [rule.description, numeric ? rangeHint(rule) : ''].filter(Boolean).join(' · ');
-        return (
-          <Field
-            key={name}
-            id={`hpcbridge-param-${name}`}
-            label={name}
-            required={rule.require}
-            hint={hint}
-            error={error}
-            errorTestid={`hpcbridge-field-error-${name}`}
-          >
+        return { label: name, required: rule.require, hint };
+      }}
+      input={(name, rule, id, invalid) => {
+        const field = sweep?.fields[name] ?? emptySweepField();
+        const input =
+          field.mode === 'one' ? (
             <ParamInput
-              id={`hpcbridge-param-${name}`}
+              id={id}
               name={name}
               rule={rule}
               value={props.values[name]}
-              invalid={!!error}
+              invalid={invalid}
               onChange={value => props.onChange(name, value)}
             />
-          </Field>
+          ) : (
+            <SweepInput
+              id={id}
+              name={name}
+              field={field}
+              invalid={invalid}
+              onChange={f => sweep?.onChange(name, f)}
+            />
+          );
+        if (!sweep) {
+          return input;
+        }
+        return (
+          <div className="hpcbridge-sweep-row">
+            {input}
+            <ModeSelect
+              name={name}
+              rule={rule}
+              mode={field.mode}
+              onChange={mode => sweep.onChange(name, { ...field, mode })}
+            />
+          </div>
         );
-      })}
-    </fieldset>
+      }}
+    />
   );
 }

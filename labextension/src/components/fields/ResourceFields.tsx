@@ -3,7 +3,7 @@ import * as React from 'react';
 import type { IResourceRule } from '../../api';
 import { rangeHint, ResourceValues } from '../../submission';
 import { Select } from '../Select';
-import { Field } from './Field';
+import { FieldRows } from './FieldRow';
 
 /** Units shown for the usual Slurm resources when the rule names none. */
 const DEFAULT_UNITS: { [name: string]: string } = {
@@ -60,36 +60,29 @@ export function ResourceFields(props: {
   errorFor: (key: string) => string | undefined;
   onChange: (name: string, value: string) => void;
 }): JSX.Element | null {
-  const rules = Object.entries(props.rules);
-  if (rules.length === 0) {
-    return null;
-  }
   return (
-    <fieldset className="hpcbridge-fieldset">
-      <legend>Resources</legend>
-      {rules.map(([name, rule]) => {
-        const error = props.errorFor(`resources.${name}`);
+    <FieldRows
+      legend="Resources"
+      kind="resource"
+      rules={props.rules}
+      errorFor={props.errorFor}
+      text={(name, rule) => {
         const unit = rule.unit ?? DEFAULT_UNITS[name];
-        return (
-          <Field
-            key={name}
-            id={`hpcbridge-resource-${name}`}
-            label={unit ? `${name} (${unit})` : name}
-            hint={rule.options ? '' : rangeHint(rule)}
-            error={error}
-            errorTestid={`hpcbridge-field-error-${name}`}
-          >
-            <ResourceInput
-              id={`hpcbridge-resource-${name}`}
-              name={name}
-              rule={rule}
-              value={props.values[name]}
-              invalid={!!error}
-              onChange={value => props.onChange(name, value)}
-            />
-          </Field>
-        );
-      })}
-    </fieldset>
+        return {
+          label: unit ? `${name} (${unit})` : name,
+          hint: rule.options ? '' : rangeHint(rule)
+        };
+      }}
+      input={(name, rule, id, invalid) => (
+        <ResourceInput
+          id={id}
+          name={name}
+          rule={rule}
+          value={props.values[name]}
+          invalid={invalid}
+          onChange={value => props.onChange(name, value)}
+        />
+      )}
+    />
   );
 }
