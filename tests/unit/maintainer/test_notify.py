@@ -7,15 +7,20 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.server
+import json
+import threading
 
 import pytest
 from traitlets.config import Config
 
 from hpcbridge.clock import utcnow
+from hpcbridge.maintainer import notify
 from hpcbridge.maintainer.notify import (
     Notifier,
     Outbox,
     Permanent,
+    channel_problem,
     email_problem,
     mail,
     payload,
@@ -161,3 +166,43 @@ def test_a_passing_failure_is_retried_later_then_given_up_after_max_attempts(
     [row] = store.notifications(job.id)
     assert (row.status, row.attempts) == ("failed", 2)
     assert store.events(job.id)[-1].type == "notification_failed"
+
+
+def test_a_site_without_secret_or_smtp_refuses_those_channels():
+    bare = Notifier(config=Config())
+    assert "no webhook secret" in channel_problem("webhook", bare)
+    assert "no SMTP server" in channel_problem("email", bare)
+    assert channel_problem("webhook", notifier()) is None
+    assert channel_problem("email", notifier()) is None
+
+
+def test_a_public_name_is_posted_to_the_address_checked_with_its_own_host_header(
+        monkeypatch):
+    """No allowlist: the name is resolved once, checked, and that address is used (a second
+    lookup could answer a private one); the receiver still sees its own name."""
+    seen = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.headers["Host"], self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    resolved = []
+    monkeypatch.setattr(notify, "public_targets",
+                        lambda host, p, timeout: resolved.append((host, p)) or ["127.0.0.1"])
+    note = type("Note", (FakeNote,), {"channel": "webhook",
+                                      "target": f"http://hooks.example.org:{port}/in"})
+    try:
+        assert notify.send_webhook(FakeJob, note, notifier()) == "webhook delivered (204)"
+    finally:
+        server.shutdown()
+    assert resolved == [("hooks.example.org", port)]
+    assert seen[0][0] == f"hooks.example.org:{port}"
+    assert json.loads(seen[0][1])["job_id"] == FakeJob.id
