@@ -117,3 +117,24 @@ def test_the_cli_runs_a_grid_shows_and_cancels_a_sweep(cli, svc):
 
     bad = cli("sweep", "hello", "-p", "lines=1,500", code=2)
     assert "grid.lines" in bad.stderr and "500" in bad.stderr
+
+
+def test_a_sweep_on_slurm_is_one_array_whose_elements_are_jobs(slurm_middleware, hub):
+    with Client(slurm_middleware.url, hub.tokens["alice"]) as client:
+        sweep = client.sweep("hello", hpc="slurm", grid={"lines": [1, 2, 3]},
+                             base={"delay": 0}, throttle=2)
+        sweep.wait(progress=False, timeout=WAIT)
+        assert sweep.counts == {"succeeded": 3}, explain(sweep, slurm_middleware)
+        assert sweep.scheduler_id
+        jobs = sweep.jobs()
+        assert [j.scheduler_id for j in jobs] == [f"{sweep.scheduler_id}_{i}" for i in range(3)]
+        assert [j.logs().count("Hello") for j in jobs] == [1, 2, 3]
+        assert sorted(sweep.results()) == [0, 1, 2]
+
+        long = client.sweep("hello", hpc="slurm", params=[{"lines": 100, "delay": 1}] * 2)
+        deadline = time.monotonic() + WAIT
+        while not long.refresh().counts.get("running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert long.counts.get("running"), explain(long, slurm_middleware)
+        long.cancel().wait(progress=False, timeout=WAIT)
+        assert long.counts == {"cancelled": 2}, explain(long, slurm_middleware)
