@@ -167,8 +167,9 @@ class PoolSampler:
             SSH_CHANNELS.labels(hpc_id).set(usage["channels"])
             for name, counter in (("refusals", SSH_REFUSALS), ("opened", SSH_OPENED)):
                 grown = usage[name] - self.seen.get((hpc_id, name), 0)
+                child = counter.labels(hpc_id)  # shown from 0, before the first one
                 if grown > 0:
-                    counter.labels(hpc_id).inc(grown)
+                    child.inc(grown)
                 self.seen[(hpc_id, name)] = usage[name]
 
 
