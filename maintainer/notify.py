@@ -22,7 +22,7 @@ import time
 import types
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 from urllib.parse import urlsplit
 
 import httpx
@@ -203,7 +203,8 @@ def mail(job, note, notifier: Notifier) -> EmailMessage:
     msg["Subject"] = f"hpcbridge: your job {job.app} on {job.hpc} {job.status}"
     msg["From"] = notifier.mail_from
     msg["To"] = note.target
-    msg["Message-ID"] = make_msgid(domain=notifier.mail_from.rpartition("@")[2] or None)
+    msg["Message-ID"] = make_msgid(domain=parseaddr(notifier.mail_from)[1].rpartition("@")[2]
+                                   or None)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
     data = payload(job, notifier)
     lines = [f"Your job {job.id} ({job.app} on {job.hpc}) {job.status}.", "",

@@ -113,7 +113,8 @@ class FakeNote:
 
 
 def test_payload_and_mail_carry_job_status_message_and_link():
-    n = notifier(link_base_url="https://hub.example.org/services/hpcbridge/")
+    n = notifier(link_base_url="https://hub.example.org/services/hpcbridge/",
+                 mail_from="HPC jobs <hpcbridge@example.org>")
     data = payload(FakeJob, n)
     assert data == {"event": "job.ended", "job_id": "f" * 32, "user": "alice", "app": "hello",
                     "hpc": "local", "status": "failed", "message": "exit code 3",
@@ -122,6 +123,7 @@ def test_payload_and_mail_carry_job_status_message_and_link():
     msg = mail(FakeJob, FakeNote, n)
     assert msg["To"] == "alice@example.org" and "failed" in msg["Subject"]
     assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Message-ID"].endswith("@example.org>")
     assert data["link"] in msg.get_content() and "exit code 3" in msg.get_content()
     assert payload(FakeJob, notifier())["link"] is None
 
