@@ -79,7 +79,8 @@ ROUTES: list[tuple] = [
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
 _OFFSET = {"type": "integer", "minimum": 0, "default": 0}
 QUERY: dict[str, list] = {  # path -> [(name, schema)], like openapi.QUERY
-    "/sweeps": [("limit", _LIMIT), ("offset", _OFFSET)],
+    "/sweeps": [("limit", _LIMIT), ("offset", _OFFSET),
+                ("all", {"type": "string", "description": "admins: 1 = everybody's sweeps"})],
     "/sweeps/{sweep_id}/jobs": [
         ("status", {"type": "array", "items": {"type": "string", "enum": list(STATUSES)},
                     "description": "statuses; repeat it, or join with commas"}),

@@ -37,9 +37,11 @@ def fingerprint(request: SweepRequest) -> str:
 
 
 class SweepBase(APIHandler):
-    def own_sweep(self, sweep_id: str):
-        """The caller's sweep; someone else's does not exist for them (404)."""
-        sweep = self.ctx.store.get_sweep(sweep_id, user=self.user.name)
+    def own_sweep(self, sweep_id: str, admin_view: bool = False):
+        """The caller's sweep; someone else's does not exist for them (404). Admins see
+        any through the read routes (admin_view), as they see any job."""
+        user = None if (admin_view and self.user.admin) else self.user.name
+        sweep = self.ctx.store.get_sweep(sweep_id, user=user)
         if sweep is None:
             raise E.NotFound(f"no sweep {sweep_id}")
         return sweep
@@ -55,7 +57,7 @@ class SweepsHandler(SweepBase):
     def get(self):
         store = self.ctx.store
         sweeps, total = store.list_sweeps(
-            user=self.user.name, limit=self.int_arg("limit", 50, 1, 1000),
+            user=self.job_user_filter(), limit=self.int_arg("limit", 50, 1, 1000),
             offset=self.int_arg("offset", 0))
         counts = store.sweep_counts([s.id for s in sweeps])
         self.send(SweepList(sweeps=[sweep_info(s, counts[s.id]) for s in sweeps],
@@ -100,12 +102,12 @@ class SweepsHandler(SweepBase):
 
 class SweepHandler(SweepBase):
     def get(self, sweep_id):
-        self.send_sweep(self.own_sweep(sweep_id))
+        self.send_sweep(self.own_sweep(sweep_id, admin_view=True))
 
 
 class SweepJobsHandler(SweepBase):
     def get(self, sweep_id):
-        sweep = self.own_sweep(sweep_id)
+        sweep = self.own_sweep(sweep_id, admin_view=True)
         jobs, total = self.ctx.store.sweep_jobs(
             sweep.id, status=self.status_filter(), limit=self.int_arg("limit", 50, 1, 1000),
             offset=self.int_arg("offset", 0))

@@ -30,7 +30,7 @@ def svc(tmp_path_factory, stack, hub, redis_url):
 
 @pytest.fixture(scope="module")
 def http(svc, hub):
-    clients = {who: svc.client(hub.tokens[who]) for who in ("alice", "bob")}
+    clients = {who: svc.client(hub.tokens[who]) for who in ("alice", "bob", "admin")}
     yield clients
     for client in clients.values():
         client.close()
@@ -114,6 +114,12 @@ def test_a_sweep_is_checked_recorded_private_and_cancelled_as_a_whole(svc, http)
     assert_error(bob.get(f"jobs/{jobs[0]['id']}"), 404, "not_found")
     assert bob.get("sweeps").json() == {"sweeps": [], "total": 0}
     assert_error(alice.get(f"sweeps/{uuid.uuid4().hex}"), 404, "not_found")
+    admin = http["admin"]  # admins read anyone's sweep, as they read anyone's job
+    assert admin.get(f"sweeps/{sweep['id']}").json()["user"] == "alice"
+    assert elements(admin, sweep["id"])["total"] == 6
+    assert sweep["id"] in [s["id"] for s in admin.get("sweeps?all=1").json()["sweeps"]]
+    assert admin.get("sweeps").json()["total"] == 0
+    assert_error(admin.post(f"sweeps/{sweep['id']}/cancel"), 404, "not_found")
 
     # one element cancelled alone, then the sweep: every active element is asked once
     assert alice.post(f"jobs/{jobs[0]['id']}/cancel").status_code == 202
