@@ -6,7 +6,6 @@ Every status change goes through `transition`, which is guarded by the lifecycle
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,12 +20,11 @@ from hpcbridge.lifecycle import ACTIVE, FINAL, IN_SCHEDULER, TIMESTAMPS, JobStat
 
 from .models import App, Event, HPCState, Job, Quota, Worker
 from .storeadmin import AdminRecords
+from .storebatch import BatchRecords
 from .storefiles import DEFAULT_MAX_LOG_BYTES, FileRecords
 from .storenotify import NotificationRecords
 from .storesessions import SessionRecords
 from .storesweeps import SweepRecords
-
-log = logging.getLogger("hpcbridge.store")
 
 
 def private_file(path: str) -> None:
@@ -67,7 +65,8 @@ def make_engine(url: str):
     return create_engine(url, pool_pre_ping=True)
 
 
-class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, AdminRecords):
+class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, AdminRecords,
+            BatchRecords):
     """The database. Logs and uploads: server/storefiles.py; sweeps, sessions and the
     notification outbox: server/storesweeps.py, storesessions.py, storenotify.py; operators'
     queries: server/storeadmin.py.
@@ -194,11 +193,7 @@ class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, Admi
             if to in FINAL:  # in the same transaction: an ended job's messages are never lost
                 self.add_notifications(s, job_id, to, message)
             s.commit()
-        for hook in self.transition_hooks:
-            try:
-                hook(job_id, to)
-            except Exception:  # an observer never breaks a transition
-                log.exception("transition hook %r failed", hook)
+        self._run_hooks(job_id, to)
         return True
 
     def update_job(self, job_id: str, **fields: Any) -> None:
