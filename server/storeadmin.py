@@ -38,7 +38,7 @@ def _status_since():
     has none, so its transition event (type "finishing"), else the last update."""
     finishing_at = select(func.max(Event.time)).where(
         Event.job_id == Job.id, Event.type == JobStatus.FINISHING.value).scalar_subquery()
-    whens = [(Job.status == status.value, getattr(Job, column))
+    whens = [(Job.status == status.value, func.coalesce(getattr(Job, column), Job.updated_at))
              for status, column in TIMESTAMPS.items() if status in ACTIVE]
     return case(*whens, else_=func.coalesce(finishing_at, Job.updated_at))
 
