@@ -12,7 +12,7 @@ from hpcbridge.lifecycle import FINAL
 
 from .. import errors as E
 from ..handlers.results import result_entries, results_root
-from ..submission import JobRequest, admit, app_info, check_rules, find_app
+from ..submission import JobRequest, admit, app_info, check_notify, check_rules, find_app
 from .cghandlers import JOB_ID, Caller, CGBody, CGHandler
 from .cgmap import MAINTAINER, coerce_params, slurm_to_resources
 from .cgviews import draft_object, folder_object, job_object, log_objects, result_paths
@@ -50,9 +50,10 @@ def upload_of(folder: dict | None, api: str) -> str | None:
                    'localDataFolder={"type": "upload", "id": <its id>}')
 
 
-def job_request(ctx, caller: Caller, draft: dict) -> JobRequest:
-    """The draft as an hpcbridge submission, judged by the app's manifest rules (every
-    broken rule at once); raises what the native API would answer."""
+def job_request(ctx, caller: Caller, draft: dict) -> tuple[JobRequest, dict | None]:
+    """The draft as an hpcbridge submission and its `notify` (from Slurm's mail_user),
+    judged by the app's manifest rules (every broken rule at once) and the site's
+    notification settings; raises what the native API would answer."""
     folder = draft.get("localExecutableFolder") or {}
     if folder.get("type") != "git" or not isinstance(folder.get("gitId"), str):
         raise _invalid("localExecutableFolder",
@@ -72,7 +73,7 @@ def job_request(ctx, caller: Caller, draft: dict) -> JobRequest:
     check_rules(info, ctx.hpcs, request,
                 lambda upload_id: ctx.store.get_upload(upload_id, user=caller.user.name)
                 is not None)
-    return request
+    return request, check_notify(request.notify, ctx.site)
 
 
 class CGJobHandler(CGHandler):
@@ -167,14 +168,12 @@ class JobSubmitHandler(CGJobHandler):
             raise E.Conflict(f"job {job_id} is already submitted")
         ctx = self.ctx
         try:
-            request = job_request(ctx, caller, draft)
+            request, notify = job_request(ctx, caller, draft)
             ok = admit(ctx.store, ctx.hpcs, caller.user.name, request,
                        ctx.site.default_quota_seconds)
             job = ctx.store.create_job(
                 id=draft["id"], user=caller.user.name, app=ok.app, hpc=ok.hpc,
-                params=ok.params, resources=ok.resources, upload=ok.upload,
-                notify=request.notify.model_dump(exclude_none=True) if request.notify
-                else None)
+                params=ok.params, resources=ok.resources, upload=ok.upload, notify=notify)
         except BaseException:
             drafts.put_back(draft)  # refused or failed: the user may set it and try again
             raise

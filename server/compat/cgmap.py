@@ -246,6 +246,8 @@ def error_messages(details: list[dict] | None) -> list[str]:
             loc[0] = "param"
         elif loc[:1] == ["resources"]:
             loc = ["slurm", *(SLURM_NAMES.get(p, p) for p in loc[1:])]
+        elif loc[:1] == ["notify"]:
+            loc = ["slurm", "mail_user"]
         elif loc[:1] == ["upload"]:
             loc = ["localDataFolder"]
         elif loc[:1] == ["app"]:
