@@ -79,11 +79,7 @@ class BatchRecords:
                            .values(updated_at=now, message=message))
             s.commit()
 
-    # --- sweeps as the engine sees them ---------------------------------------------
-    def get_sweep(self, sweep_id: str) -> Sweep | None:
-        with self.session() as s:
-            return s.get(Sweep, sweep_id)
-
+    # --- sweeps as the engine sees them (get_sweep: storesweeps.SweepRecords) ---------
     def update_sweep(self, sweep_id: str, **fields: Any) -> None:
         with self.session() as s:
             s.exec(update(Sweep).where(Sweep.id == sweep_id)
