@@ -142,3 +142,43 @@ def test_errors_are_json_with_a_string_error(slurm_middleware, hub):
             data = resp.json()
             assert isinstance(data.get("error"), str) and resp.status_code >= 400, (path, data)
         assert http.get(base + "/hpc").json()["hpc"]["slurm"]["ip"] is None  # no host shown
+
+
+def test_drafts_are_private_and_submitted_once(slurm_middleware, hub):
+    """A created, set job (a draft in Redis) is its owner's alone; two submits at once make
+    one hpcbridge job under the draft's id (the other is told it is already submitted)."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = f"{slurm_middleware.url}/v2"
+
+    def token(who: str) -> dict:
+        return {"jupyterhubApiToken": base64.b64encode(
+            f"127.0.0.1:8000@{hub.tokens[who]}".encode()).decode()}
+
+    def call(method: str, path: str, who: str, **body) -> dict:
+        with httpx.Client(timeout=30) as http:
+            return http.request(method, base + path, json={**token(who), **body}).json()
+
+    draft = call("POST", "/job", "alice", hpc="slurm")
+    jid = draft["id"]
+    assert draft["events"] == [] and draft["userId"] == "alice@127.0.0.1:8000"
+    set_ = call("PUT", f"/job/{jid}", "alice", param={"lines": 1, "delay": 0},
+                localExecutableFolder={"type": "git", "gitId": "hello"})
+    assert set_["param"] == {"lines": 1, "delay": 0}
+    for method, path in (("GET", ""), ("PUT", ""), ("POST", "/submit"), ("PUT", "/cancel"),
+                         ("GET", "/events")):
+        assert call(method, f"/job/{jid}{path}", "bob")["error"] == "not_found", path
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: call("POST", f"/job/{jid}/submit", "alice"),
+                                range(2)))
+    submitted = [a for a in answers if "error" not in a]
+    refused = [a for a in answers if "error" in a]
+    assert len(submitted) == 1 and submitted[0]["id"] == jid, answers
+    assert [a["error"] for a in refused] == ["conflict"], answers
+    assert call("PUT", f"/job/{jid}", "alice", param={})["error"] == "conflict"
+    with slurm_middleware.client(hub.tokens["alice"]) as http:
+        assert http.get(f"jobs/{jid}").json()["app"] == "hello"
+        assert [j["id"] for j in http.get("jobs?limit=1000").json()["jobs"]].count(jid) == 1
+    cancel = call("PUT", f"/job/{jid}/cancel", "alice")
+    assert "error" not in cancel or cancel["error"] == "conflict"  # it may have ended
