@@ -80,8 +80,11 @@ HEADERS = {
         "description": "resume after this event id (the `id:` of the last message read): "
                        "every event after it is sent, none twice"})],
 }
+# a sweep's POST takes the same key, with the same rules
+HEADERS[("post", "/sweeps")] = HEADERS[("post", "/jobs")]
 # path parameters that are not free strings
-PATH = {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+_HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+PATH = {"job_id": _HEX_ID, "sweep_id": _HEX_ID, "session_id": _HEX_ID}
 ERRORS = {400: "Bad request", 401: "Missing or invalid token", 403: "Forbidden",
           404: "Not found", 409: "Conflict", 413: "Too large", 422: "Invalid input",
           429: "Too many concurrent requests of this user (event streams, uploads)",

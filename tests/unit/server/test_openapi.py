@@ -19,7 +19,8 @@ from hpcbridge.server.openapi import ROUTES, build_openapi
 
 PREFIX = "/api/v1"
 SAMPLE = {"job_id": "0123456789abcdef0123456789abcdef", "app_id": "hello", "path": "a/b.txt",
-          "name": "alice", "hpc_id": "local"}
+          "name": "alice", "hpc_id": "local", "sweep_id": "0123456789abcdef0123456789abcdef",
+          "session_id": "0123456789abcdef0123456789abcdef"}
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
