@@ -65,6 +65,11 @@ class SessionProxyHandler(websocket.WebSocketHandler, ForwardHandler):
         cookies = service_cookies(self.request.headers.get("Cookie", ""))
         if cookies:
             headers["Cookie"] = cookies
+        length = self.request.headers.get("Content-Length")
+        if length and "Transfer-Encoding" not in self.request.headers:
+            # the body streams on with its length, not chunked: a small service may not
+            # read a chunked request body
+            headers["Content-Length"] = length
         return headers
 
     def check_origin(self, origin: str = "") -> bool:

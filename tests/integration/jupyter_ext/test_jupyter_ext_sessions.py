@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import httpx
 import pytest
@@ -198,3 +199,54 @@ async def _websocket_checks(base: str):
     with pytest.raises(httpclient.HTTPClientError) as refused:
         await asyncio.wait_for(websocket.websocket_connect(base + PROXY + "ws/z"), 20)
     assert refused.value.code == 403 and len(_Seen.sockets) == seen
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_a_real_session_through_the_extension(slurm_middleware, hub, jupyter_server):
+    """alice's server starts the webecho service on Slurm through the extension: its URL
+    is under the extension's prefix and HTTP and WebSocket reach it; bob's server gets 404
+    for it."""
+    alice = jupyter_server({"HPCBRIDGE_URL": slurm_middleware.url,
+                            "HPCBRIDGE_TOKEN": hub.tokens["alice"]})
+    bob = jupyter_server({"HPCBRIDGE_URL": slurm_middleware.url,
+                          "HPCBRIDGE_TOKEN": hub.tokens["bob"]})
+    r = alice.api.post("sessions", json={"app": "webecho", "hpc": "slurm",
+                                         "resources": {"time": 5}})
+    assert r.status_code == 201, r.text
+    info = r.json()
+    assert info["url"] == f"/hpcbridge/api/sessions/{info['id']}/proxy/"
+    try:
+        deadline = time.monotonic() + 240
+        while info["status"] == "starting" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            info = alice.api.get(f"sessions/{info['id']}").json()
+        assert info["status"] == "running", alice.api.get(f"sessions/{info['id']}/events").text
+        url = alice.url + info["url"]
+        page = httpx.get(url + "a%20b", params={"x": "1"}, headers=alice.headers, timeout=30)
+        assert page.status_code == 200, page.text
+        assert page.json()["app"] == "webecho" and page.json()["query"] == "x=1"
+        assert page.json()["path"] == "a%20b"  # below its base URL, still %-encoded
+        echo = httpx.post(url + "echo", content=b"ping" * 5000, headers=alice.headers,
+                          timeout=30)
+        assert echo.status_code == 200 and echo.content == b"ping" * 5000
+        assert asyncio.run(_echo_through(url.replace("http", "ws", 1) + "ws")) == \
+            ["hello", "x" * 70000]
+        # bob's own server forwards with bob's token: alice's session does not exist
+        r = httpx.get(bob.url + info["url"], headers=bob.headers, timeout=30)
+        assert r.status_code == 404 and r.json()["error"] == "not_found"
+        with pytest.raises(httpclient.HTTPClientError) as refused:
+            asyncio.run(_echo_through(bob.url.replace("http", "ws", 1) + info["url"] + "ws"))
+        assert refused.value.code == 404
+    finally:
+        assert alice.api.delete(f"sessions/{info['id']}").status_code == 202
+
+
+async def _echo_through(url: str) -> list:
+    conn = await _ws(url)
+    answers = []
+    for message in ("hello", "x" * 70000):
+        await conn.write_message(message)
+        answers.append(await asyncio.wait_for(conn.read_message(), 10))
+    conn.close()
+    return answers
