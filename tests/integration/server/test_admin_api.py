@@ -6,10 +6,11 @@ One scenario: a job succeeds on `local`; a job for the dead HPC waits (stuck, wi
 `waiting` event); HPC health shows both (cycles and commands counted, the dead one
 unreachable with its error); usage per user counts the jobs; a job left in staging is
 refused a requeue while a live worker holds its claim and is moved on once the holder is
-dead; only admins get any of it.
+dead; only admins get any of it. Both services log JSON lines (--log-format json).
 """
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -43,6 +44,9 @@ def wait_for(check, timeout: float = 60, what: str = "condition"):
 def admin_services(stack, hub, tmp_path_factory):
     services = Services(str(tmp_path_factory.mktemp("admin")), stack, auth="hub")
     services.hpcs = [local_hpc(services.data_dir), dead_hpc(stack)]
+    services.extra_config = "\n".join([  # both services log JSON lines
+        "c.HPCBridgeServer.log_format = 'json'", "c.MaintainerApp.log_format = 'json'",
+        "c.Application.log_level = 'INFO'"])
     services.start()
     yield services
     services.stop()
@@ -84,6 +88,17 @@ def test_admin_view_of_a_running_site(admin_services, stack):
     usage = {u["user"]: u for u in admin.get("admin/users").json()}
     assert usage["alice"]["jobs"]["succeeded"] >= 1 and usage["alice"]["active_jobs"] >= 1
     check_requeue(svc, alice, admin)
+    check_json_logs(svc)
+
+
+def check_json_logs(svc) -> None:
+    server = [json.loads(line) for line in svc.log("server").splitlines() if line.strip()]
+    assert any(r["logger"] == "HPCBridgeServer" and "/api/v1/admin/hpcs" in r["message"]
+               for r in server)
+    assert all({"time", "level", "message"} <= set(r) for r in server)
+    worker = [json.loads(line) for line in svc.log("maintainer").splitlines()
+              if line.strip()]
+    assert any(r["logger"] == "hpcbridge.maintainer" for r in worker), svc.log("maintainer")
 
 
 def check_requeue(svc, alice, admin) -> None:
