@@ -70,6 +70,8 @@ def alice() -> dict:
     job.logs(refreshRateInSeconds=1)  # the printed form ends too (the job has ended)
     out["results"] = job.result_folder_content()
     out["listed"] = [j["id"] for j in cg.list_job(raw=True)["job"]]
+    out["folders"] = [f["id"] for f in cg.client.request(
+        "GET", "/folder", {"jupyterhubApiToken": cg.jupyterhubApiToken})["folder"]]
     out["globus"] = error_of(lambda: job.download_result_folder_by_globus(localPath="/tmp/x"))
     # a long job, cancelled while it runs
     long_job = cg.create_job(hpc=HPC)
@@ -109,6 +111,9 @@ def bob() -> dict:
                                        {**token, "jobId": victim})),
         "set": error_of(lambda: req("PUT", f"/job/{victim}", {**token, "param": {}})),
         "submit": error_of(lambda: req("POST", f"/job/{victim}/submit", token)),
+        "folder": error_of(lambda: req("GET", f"/folder/{victim}", token)),
+        "globus": error_of(lambda: req("POST", f"/folder/{victim}/download/globus-init",
+                                       {**token, "jobId": victim})),
         "listed": [j["id"] for j in req("GET", "/user/job", token)["job"]],
     }
 

@@ -70,7 +70,7 @@ def check_alice(r: dict) -> None:
     stdout = [log["message"] for log in r["logs"] if log.get("stream") == "stdout"]
     assert stdout and "[3/3] Hello, cybergis!" in stdout[0]
     assert r["results"][0] == "/" and "/result/greeting.txt" in r["results"]
-    assert r["job_id"] in r["listed"]
+    assert r["job_id"] in r["listed"] and r["job_id"] in r["folders"]
     assert "/api/v1/jobs/" in r["globus"] and "Globus is not available" in r["globus"]
     # the long job: running, cancelled, shown by the client as a failure
     assert "JOB_RUNNING" in r["long_before_cancel"], r["long_before_cancel"]
@@ -111,7 +111,8 @@ def test_cybergis_client_end_to_end(cg_python, slurm_middleware, hub, tmp_path):
     b = run_driver(cg_python, services, "bob", hub.tokens["bob"], tmp_path / "bob",
                    "127.0.0.1:8000", timeout=60, CG_VICTIM=r["job_id"])
     assert b["username"] == "bob@127.0.0.1:8000"
-    for route in ("get", "events", "logs", "results", "cancel", "set", "submit"):
+    for route in ("get", "events", "logs", "results", "cancel", "set", "submit", "folder",
+                  "globus"):
         assert b[route] and "not_found" in b[route], (route, b[route])
         assert "cybergis" not in b[route]  # nothing of alice's job in the answer
     assert r["job_id"] not in b["listed"]
@@ -163,8 +164,21 @@ def test_drafts_are_private_and_submitted_once(slurm_middleware, hub):
     draft = call("POST", "/job", "alice", hpc="slurm")
     jid = draft["id"]
     assert draft["events"] == [] and draft["userId"] == "alice@127.0.0.1:8000"
+    git = {"type": "git", "gitId": "hello"}
+    # data: an hpcbridge upload of one's own; Globus, or someone else's upload, is refused
+    uploads = {}
+    for who in ("alice", "bob"):
+        with slurm_middleware.client(hub.tokens[who]) as http:
+            uploads[who] = http.post("uploads?name=data.txt", content=b"data\n").json()["id"]
+    globus = call("PUT", f"/job/{jid}", "alice", localExecutableFolder=git,
+                  localDataFolder={"type": "globus", "endpoint": "e", "path": "/p"})
+    assert globus["error"] == "validation_error" and "/api/v1/uploads" in globus["message"]
+    theirs = call("PUT", f"/job/{jid}", "alice", localExecutableFolder=git,
+                  localDataFolder={"type": "upload", "id": uploads["bob"]})
+    assert theirs["messages"] == ["localDataFolder unknown upload"], theirs
     set_ = call("PUT", f"/job/{jid}", "alice", param={"lines": 1, "delay": 0},
-                localExecutableFolder={"type": "git", "gitId": "hello"})
+                localExecutableFolder=git,
+                localDataFolder={"type": "upload", "id": uploads["alice"]})
     assert set_["param"] == {"lines": 1, "delay": 0}
     for method, path in (("GET", ""), ("PUT", ""), ("POST", "/submit"), ("PUT", "/cancel"),
                          ("GET", "/events")):
@@ -178,7 +192,8 @@ def test_drafts_are_private_and_submitted_once(slurm_middleware, hub):
     assert [a["error"] for a in refused] == ["conflict"], answers
     assert call("PUT", f"/job/{jid}", "alice", param={})["error"] == "conflict"
     with slurm_middleware.client(hub.tokens["alice"]) as http:
-        assert http.get(f"jobs/{jid}").json()["app"] == "hello"
+        job = http.get(f"jobs/{jid}").json()
+        assert job["app"] == "hello" and job["upload"] == uploads["alice"]
         assert [j["id"] for j in http.get("jobs?limit=1000").json()["jobs"]].count(jid) == 1
     cancel = call("PUT", f"/job/{jid}/cancel", "alice")
     assert "error" not in cancel or cancel["error"] == "conflict"  # it may have ended
