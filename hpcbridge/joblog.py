@@ -8,16 +8,18 @@ The job a line is about comes from a context variable, set in one place per unit
 
 It follows the work into threads' copies of the context (the maintainer's Runtime.run hands
 coroutines to its io loop with one), and `set_worker` names the worker on every line of the
-process. `extra=job_fields(job)` or `JobLogAdapter(log, job)` say it for one call.
+process. Where a `with` block does not fit, `bind(job)` says it for the rest of a function run
+under `@scoped`. `extra=job_fields(job)` or `JobLogAdapter(log, job)` say it for one call.
 `configure(fmt)` installs the handler (in place of logging.basicConfig).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 FORMATS = ("text", "json")
@@ -49,6 +51,21 @@ def job_context(job=None, **fields: Any) -> Iterator[dict[str, Any]]:
         yield _job.get()
     finally:
         _job.reset(token)
+
+
+def bind(job=None, **fields: Any) -> None:
+    """Say the job for the rest of the current context: for a function run under `scoped`
+    (one line where the job is known, without a `with` block)."""
+    _job.set({**_job.get(), **job_fields(job, **fields)})
+
+
+def scoped(fn: Callable) -> Callable:
+    """Run `fn` in a copy of the caller's context: whatever it `bind`s ends with it (an rq
+    task's job does not stick to the next task run by the same thread)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        return contextvars.copy_context().run(fn, *args, **kwargs)
+    return run
 
 
 def current_job_fields() -> dict[str, Any]:

@@ -88,6 +88,23 @@ def test_an_unrelated_thread_does_not_inherit_a_job(capture):
     assert nested["job_id"] == FakeJob.id and nested["hpc"] == "nested"
 
 
+def test_bind_in_a_scoped_function_ends_with_it(capture):
+    logger, stream, use = capture
+    use("json")
+
+    @joblog.scoped
+    def task(job):
+        logger.info("before")
+        joblog.bind(job)
+        logger.info("during")
+        return "done"
+    assert task(FakeJob()) == "done"
+    logger.info("next task")
+    before, during, after = lines(stream)
+    assert "job_id" not in before and "job_id" not in after
+    assert during["job_id"] == FakeJob.id and during["user"] == "alice"
+
+
 def test_text_lines_name_the_job_before_a_traceback(capture):
     logger, stream, use = capture
     use("text")
