@@ -184,6 +184,9 @@ def test_webhook_and_mail_arrive_once_signed_retried_and_bad_values_refused(
     flaky = json.loads(cli.stdout)["id"]  # the CLI
     gone = submit(alice, "local", {"webhook": receiver.url("/gone")})
     quiet = alice.post("jobs", json={"app": "hello", "hpc": "local", "params": {"delay": 0}})
+    long = alice.post("jobs", json={"app": "hello", "hpc": "local", "params": {
+        "lines": 60, "delay": 1}, "notify": {"webhook": receiver.url("/cancelled")}}).json()
+    assert alice.post(f"jobs/{long['id']}/cancel").status_code == 202
     assert_told_once(svc, alice, receiver, mailbox, ok, "/ok", "alice@example.org")
 
     # 503, 503, then 200: sent three times, with back-off, and then never again
@@ -199,7 +202,10 @@ def test_webhook_and_mail_arrive_once_signed_retried_and_bad_values_refused(
                                if e["type"] == "notification_failed"])
     assert "404" in events[0]["message"] and len(receiver.to("/gone")) == 1
     assert svc.wait_job(alice, quiet.json()["id"])["status"] == "succeeded"
-    assert len(mailbox.mails) == 1 and len(receiver.requests) == 5
+    # a cancel ends the job too (whichever process records it): told the same way
+    cancelled = verified(wait_for(lambda: receiver.to("/cancelled"))[0])
+    assert (cancelled["job_id"], cancelled["status"]) == (long["id"], "cancelled")
+    assert len(mailbox.mails) == 1 and len(receiver.requests) == 6
 
     for notify, fragment in [
         ({"webhook": "ftp://127.0.0.1/x"}, "notify.webhook: must be an http"),
