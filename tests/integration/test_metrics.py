@@ -139,10 +139,22 @@ def metered(tmp_path, stack, hub, redis_url, prometheus, request):
 
 def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
     svc, token = metered, metered.token
-    alice = svc.client(stack["hub"]["tokens"]["alice"])
-    mw_url = f"{svc.url}/metrics"
+    check_access(svc, stack, token)
+    run_jobs(svc, stack)
+    mw = check_middleware(svc, stack, token)
+    check_pool(svc, token)
+    pool = check_poll_commands(svc, token, redis_url)
+    # the stage-in of the job on the unreachable HPC was a remote error of class
+    # HPCUnavailable ("wait": the job stays queued)
+    assert value(pool, "hpcbridge_remote_errors_total", reading="wait") >= 1, \
+        "no remote error counted: is decisions.ERROR_HOOKS there (docs/metrics.md)?"
+    check_prometheus(prometheus, svc.run_id)
+    check_dashboard(prometheus, {n for n, _ in mw} | {n for n, _ in pool})
 
-    # --- who may read /metrics: Prometheus' token or a hub admin, nobody else -------------
+
+def check_access(svc, stack: dict, token: str) -> None:
+    """Who may read /metrics: Prometheus' token or a hub admin, nobody else."""
+    mw_url = f"{svc.url}/metrics"
     for headers, status in (({}, 401), ({"Authorization": "token wrong"}, 401),
                             ({"Authorization": f"token {stack['hub']['tokens']['alice']}"}, 403),
                             ({"Authorization": f"token {stack['hub']['tokens']['admin']}"}, 200)):
@@ -155,7 +167,10 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
     assert httpx.get(svc.pool_url, headers={"Authorization": f"Bearer {token}"},
                      timeout=10).status_code == 200
 
-    # --- a few jobs on Slurm, one on the HPC nobody can reach -------------------------------
+
+def run_jobs(svc, stack: dict) -> None:
+    """A few jobs on Slurm, one on the HPC nobody can reach (it stays queued)."""
+    alice = svc.client(stack["hub"]["tokens"]["alice"])
     app = register_app(svc, stack, Path(svc.tmp))
     ids = []
     for _ in range(JOBS):
@@ -169,7 +184,10 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
         assert svc.wait_job(alice, job_id, timeout=180)["status"] == "succeeded"
     assert alice.get(f"jobs/{down_job}").json()["status"] == "queued"
 
-    # --- the middleware: read at scrape time from the store, Redis and the folders ----------
+
+def check_middleware(svc, stack: dict, token: str) -> dict:
+    """What the middleware reads at scrape time from the store, Redis and the folders."""
+    mw_url = f"{svc.url}/metrics"
     mw = scrape(mw_url, token)
     assert value(mw, "hpcbridge_jobs", hpc="slurm", status="succeeded") == JOBS
     assert value(mw, "hpcbridge_jobs", hpc="down", status="queued") == 1
@@ -192,8 +210,11 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
     labels = " ".join(str(ls) for _, ls in mw)
     assert not re.search(r"[0-9a-f]{32}", labels), "a job id reached a label"
     assert token not in labels and stack["hub"]["tokens"]["alice"] not in labels
+    return mw
 
-    # --- the maintainer pool: both workers' files added up ------------------------------------
+
+def check_pool(svc, token: str) -> None:
+    """The maintainer pool: both workers' files added up."""
     pool = scrape(svc.pool_url, token)
     assert value(pool, "hpcbridge_maintainer_workers_up") == 2
     for status in ("staging", "submitted", "running", "finishing", "succeeded"):
@@ -208,6 +229,9 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
     assert value(pool, "hpcbridge_ssh_connections_opened_total", hpc="slurm") >= 1
     assert value(pool, "hpcbridge_poll_cycles_total", hpc="down", result="unreachable") >= 1
 
+
+def check_poll_commands(svc, token: str, redis_url: str) -> dict:
+    """The poll cycles' commands equal those the poller counted in Redis (stats.py)."""
     # the poll cycles' commands, equal to those the poller counted in Redis: squeue is sent
     # only while jobs are watched, so now that they ended both stay still
     r = redis.Redis.from_url(redis_url)
@@ -222,7 +246,7 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
         metric = {f"commands:{dict(ls)['program']}": v for (n, ls), v in now.items()
                   if n == "hpcbridge_poll_commands_total" and dict(ls)["hpc"] == "slurm"}
         return before == after == metric and before.get("commands:squeue", 0) >= 1 and now
-    pool = wait_until(same_commands, 30, "poll commands in Prometheus == the Redis statistics")
+    pool = wait_until(same_commands, 30, "poll commands in /metrics == the Redis statistics")
     cycles_before = int(r.hget(key, "cycles"))
     cycles = value(scrape(svc.pool_url, token), "hpcbridge_poll_cycles_total", hpc="slurm")
     assert cycles_before - 1 <= cycles <= int(r.hget(key, "cycles"))
@@ -230,9 +254,11 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
         value(pool, "hpcbridge_poll_commands_total", hpc="slurm")  # every command: polls too
     assert value(pool, "hpcbridge_poll_cycle_commands_count", hpc="slurm") == pytest.approx(
         value(pool, "hpcbridge_poll_cycles_total", hpc="slurm"), abs=2)
+    return pool
 
-    # --- Prometheus scraped both (with its bearer token) ------------------------------------
-    run = svc.run_id
+
+def check_prometheus(prometheus: dict, run: str) -> None:
+    """Prometheus scraped both targets (with its bearer token)."""
     wait_until(lambda: len([t for t in prom_query(prometheus, f'up{{run="{run}"}}')
                             if t["value"][1] == "1"]) == 2, 30, "Prometheus scrapes both")
     wait_until(lambda: prom_query(prometheus, f'sum(hpcbridge_job_transitions_total'
@@ -244,21 +270,17 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
     got = prom_query(prometheus, f'hpcbridge_jobs{{run="{run}",hpc="slurm",status="succeeded"}}')
     assert float(got[0]["value"][1]) == JOBS
 
-    # --- the dashboard: valid, only metric names a scrape shows, queries Prometheus accepts --
+
+def check_dashboard(prometheus: dict, scraped: set[str]) -> None:
+    """Valid, only metric names a scrape shows, each query accepted by Prometheus."""
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["title"] and dashboard["uid"] and dashboard["schemaVersion"] >= 30
     for panel in dashboard["panels"]:
         assert {"id", "type", "title", "gridPos"} <= panel.keys(), panel.get("title")
     exprs = dashboard_exprs(dashboard)
     assert len(exprs) >= 12
-    scraped = {n for n, _ in mw} | {n for n, _ in pool}
     used = {m for e in exprs for m in METRIC_NAME.findall(e)}
     assert used and used <= scraped, sorted(used - scraped)
     for expr in exprs:
         prom_query(prometheus, expr.replace("$__rate_interval", "1m")
                    .replace("$hpc", ".*").replace("$__range", "5m"))
-
-    # the stage-in of the job on the unreachable HPC was a remote error of class
-    # HPCUnavailable ("wait": the job stays queued)
-    assert value(pool, "hpcbridge_remote_errors_total", reading="wait") >= 1, \
-        "no remote error counted: is decisions.ERROR_HOOKS there (docs/metrics.md)?"
