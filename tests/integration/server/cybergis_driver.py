@@ -127,6 +127,19 @@ def foreign_host() -> dict:
                 "POST", "/job", {**token, "maintainer": "community_contribution"}))}
 
 
+def through_proxy() -> dict:
+    """The calls of a notebook on the hub, through the hub's proxy (GETs with bodies)."""
+    cg = compute(os.environ["CG_HUB"])
+    job = cg.create_job(hpc=HPC)
+    job.set(localExecutableFolder={"type": "git", "gitId": APP}, param={"lines": 1})
+    status = job.status(raw=True)
+    cg.job = job
+    cg.cancel_job()  # a draft: discarded
+    return {"username": cg.username, "git": sorted(cg.list_git(raw=True)),
+            "param": status["param"], "after_cancel": error_of(job.status)}
+
+
 if __name__ == "__main__":
-    result = {"alice": alice, "bob": bob, "foreign-host": foreign_host}[sys.argv[1]]()
+    result = {"alice": alice, "bob": bob, "foreign-host": foreign_host,
+              "proxy": through_proxy}[sys.argv[1]]()
     print("RESULT " + json.dumps(result))

@@ -6,16 +6,22 @@ alice logs in, lists HPCs and apps, creates, sets, submits a job of the bundled 
 follows its events to JOB_ENDED, reads its logs and result listing; a long job is cancelled
 and ends JOB_FAILED; rule-breaking params and Slurm inputs are refused. bob cannot read, set,
 submit or cancel alice's job; a token for another hub host is refused. The native API sees
-the same jobs.
+the same jobs. Drafts are private and submitted once; data comes as an hpcbridge upload; the
+client also works through the hub's proxy (the middleware as the hub's service).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import subprocess
+import time
 
 import httpx
 import pytest
+from services import Services
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -197,3 +203,59 @@ def test_drafts_are_private_and_submitted_once(slurm_middleware, hub):
         assert [j["id"] for j in http.get("jobs?limit=1000").json()["jobs"]].count(jid) == 1
     cancel = call("PUT", f"/job/{jid}/cancel", "alice")
     assert "error" not in cancel or cancel["error"] == "conflict"  # it may have ended
+
+
+class ServiceOfTheHub(Services):
+    """The middleware as the stack's hub service: /services/hpcbridge/ on port 8710."""
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/services/hpcbridge/api/v1"
+
+
+@contextlib.contextmanager
+def service_port(stack: dict, port: int = 8710, timeout: float = 300):
+    """The hub-registered service port, one test at a time (the lock the Jupyter extension's
+    hub tests take too)."""
+    with open(os.path.join(stack["stack_dir"], f"service-port-{port}.lock"), "a+") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"service port {port} busy for {timeout} s"
+                time.sleep(0.5)
+        try:
+            while True:  # someone without the lock may still be on the port
+                with socket.socket() as probe:
+                    probe.settimeout(1)
+                    if probe.connect_ex(("127.0.0.1", port)) != 0:
+                        break
+                assert time.monotonic() < deadline, f"port {port} stays busy"
+                time.sleep(0.5)
+            yield port
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def test_a_notebook_reaches_it_through_the_hubs_proxy(cg_python, stack, hub, redis_url,
+                                                       tmp_path):
+    """CyberGISCompute(url=<hub>, port=8000, suffix="services/hpcbridge/v2"): the hub's proxy
+    forwards the client's GETs with their JSON bodies."""
+    with service_port(stack) as port:
+        services = ServiceOfTheHub(str(tmp_path / "mw"), stack, auth="hub", port=port,
+                                   extra_config="c.HPCBridgeServer.base_url = "
+                                                "'/services/hpcbridge/'")
+        services.start(maintainer=False)
+        try:
+            (tmp_path / "nb").mkdir()
+            hub_port = hub.url.rsplit(":", 1)[1]
+            r = run_driver(cg_python, services, "proxy", hub.tokens["alice"], tmp_path / "nb",
+                           hub.url, timeout=60, CG_PORT=hub_port, CG_HPC="local",
+                           CG_SUFFIX="services/hpcbridge/v2")
+        finally:
+            services.stop()
+    assert r["username"] == "alice@127.0.0.1:8000"
+    assert "hello" in r["git"] and r["param"] == {"lines": 1}
+    assert "not_found" in r["after_cancel"]
