@@ -305,9 +305,17 @@ class Outbox:
                    for note, job in claimed}
         for future, note in futures.items():
             try:
-                self.sent(note, future.result(timeout=2 * n.send_timeout + 10))
+                outcome = future.result(timeout=2 * n.send_timeout + 10)
             except Exception as exc:  # every failure is an outcome: retried or given up
-                self.failed(note, exc)
+                outcome = exc
+            try:
+                if isinstance(outcome, Exception):
+                    self.failed(note, outcome)
+                else:
+                    self.sent(note, outcome)
+            except Exception:  # the database, not the send: the others still get recorded
+                log.exception("notification %s of job %s: outcome not recorded (it is tried "
+                              "again when its claim ends)", note.id, note.job_id)
         return len(claimed)
 
     def sent(self, note, message: str) -> None:
@@ -347,19 +355,19 @@ def describe(exc: Exception) -> str:
 def deliver_until_stopped(rt, stop: threading.Event) -> None:
     """A worker thread: send due notifications until `stop`. Never raises: a failing round
     (the database away) is logged and tried again ever more slowly."""
+    from hpcbridge.server.store import Store
+    wake = threading.Event()
+
+    def on_transition(job_id, status):  # a job ended in this process: look at once
+        if status in FINAL:
+            wake.set()
     try:
         notifier = Notifier(parent=rt.site)
         outbox = Outbox(rt.store, notifier)
     except Exception:
         log.exception("notifications are off in this worker: bad Notifier settings")
         return
-    wake = threading.Event()
-
-    def on_transition(job_id, status):  # a job ended in this process: look at once
-        if status in FINAL:
-            wake.set()
-    hooks = type(rt.store).transition_hooks
-    hooks.append(on_transition)
+    Store.transition_hooks.append(on_transition)
     failures = 0
     try:
         while not stop.is_set():
@@ -374,7 +382,7 @@ def deliver_until_stopped(rt, stop: threading.Event) -> None:
             if not busy:
                 pause_until(min(notifier.poll_seconds * 2 ** failures, 60.0), wake, stop)
     finally:
-        hooks.remove(on_transition)
+        Store.transition_hooks.remove(on_transition)
         outbox.close()
 
 

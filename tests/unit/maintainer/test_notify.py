@@ -10,11 +10,14 @@ import hmac
 import http.server
 import json
 import threading
+import time
+import types
 
 import pytest
 from traitlets.config import Config
 
 from hpcbridge.clock import utcnow
+from hpcbridge.config import Site
 from hpcbridge.maintainer import notify
 from hpcbridge.maintainer.notify import (
     Notifier,
@@ -208,3 +211,40 @@ def test_a_public_name_is_posted_to_the_address_checked_with_its_own_host_header
     assert resolved == [("hooks.example.org", port)]
     assert seen[0][0] == f"hooks.example.org:{port}"
     assert json.loads(seen[0][1])["job_id"] == FakeJob.id
+
+
+def test_the_delivery_thread_outlives_a_failing_database_and_stops_when_told(store):
+    """Rounds that raise (the database away) are logged and retried; `stop` ends the thread
+    at once; its wake-up hook on the store is removed."""
+    from hpcbridge.maintainer.notify import deliver_until_stopped
+    from hpcbridge.server.store import Store
+
+    class Flaky:
+        calls = 0
+
+        def claim_notifications(self, limit, lease):
+            Flaky.calls += 1
+            if Flaky.calls <= 2:
+                raise OSError("database away")
+            return store.claim_notifications(limit, lease)
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+    config = Config()
+    config.Notifier.poll_seconds = 0.05
+    config.Notifier.smtp_host = "127.0.0.1"
+    rt = types.SimpleNamespace(site=Site(config=config), store=Flaky())
+    hooks_before = list(Store.transition_hooks)
+    stop = threading.Event()
+    thread = threading.Thread(target=deliver_until_stopped, args=(rt, stop), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while Flaky.calls < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Flaky.calls >= 4 and thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive() and Store.transition_hooks == hooks_before
