@@ -141,7 +141,8 @@ def test_errors_are_json_with_a_string_error(slurm_middleware, hub):
     cases = [("GET", "/user", b"not json"), ("GET", "/user", b"{}"),
              ("GET", "/user", json.dumps({"jupyterhubApiToken": "%%%"}).encode()),
              ("GET", "/job/0123", b"{}"), ("DELETE", "/hpc", b""),
-             ("GET", "/no-such-route", b"")]
+             ("GET", "/no-such-route", b""),
+             ("PUT", f"/job/{'a' * 32}", b'{"param": "' + b"x" * (4 << 20) + b'"}')]
     with httpx.Client(timeout=30) as http:
         for method, path, body in cases:
             resp = http.request(method, base + path, content=body,
