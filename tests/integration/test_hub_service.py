@@ -29,6 +29,7 @@ from services import REPO, Services, free_port, remove_remote, slurm_hpc, wait_f
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(300)]
 VENV_BIN = os.path.dirname(sys.executable)
 BUNDLED_HELLO = os.path.join(REPO, "hpcbridge", "apps", "hello")
+CHP = os.path.join(REPO, ".stack", "hub", "node_modules", ".bin", "configurable-http-proxy")
 
 
 class Relay:
@@ -79,7 +80,6 @@ class Relay:
 
 def hub_config(tmp: str, ports: dict, tokens: dict, svc: Services) -> str:
     """The hub's config: the stack's authenticator and users, hpcbridge a managed service."""
-    chp = os.path.join(REPO, ".stack", "hub", "node_modules", ".bin", "configurable-http-proxy")
     service = {
         "name": "hpcbridge", "url": f"http://127.0.0.1:{svc.port}", "cwd": svc.tmp,
         "command": [sys.executable, "-m", "hpcbridge.cli", "server", "--config",
@@ -89,7 +89,7 @@ def hub_config(tmp: str, ports: dict, tokens: dict, svc: Services) -> str:
 c.JupyterHub.bind_url = "http://127.0.0.1:{ports['hub']}"
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{ports['hub_api']}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{ports['proxy_api']}"
-c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.command = [{CHP!r}]
 c.ConfigurableHTTPProxy.pid_file = {os.path.join(tmp, 'proxy.pid')!r}
 c.JupyterHub.db_url = "sqlite:///{os.path.join(tmp, 'jupyterhub.sqlite')}"
 c.JupyterHub.cookie_secret_file = {os.path.join(tmp, 'cookie_secret')!r}
@@ -148,6 +148,8 @@ def wait_for(check, timeout: float, what: str, log=lambda: ""):
 @pytest.fixture
 def managed(stack, tmp_path):
     """(hub URL, tokens, services, relay): a hub running the middleware as its service."""
+    if not os.access(CHP, os.X_OK):
+        pytest.skip(f"no configurable-http-proxy at {CHP} (the stack installs it: make stack)")
     wait_for_sshd(stack)
     tmp = str(tmp_path)
     ssh = stack["ssh"]
