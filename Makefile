@@ -39,6 +39,7 @@ labextension: $(VENV)/.installed
 
 stack: $(VENV)/.installed
 	bash stack/up.sh
+	bash stack/cybergis-client.sh
 
 stack-status:
 	bash stack/status.sh
