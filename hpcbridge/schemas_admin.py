@@ -7,7 +7,7 @@ from pydantic import Field
 
 from hpcbridge.lifecycle import StatusLiteral
 
-from .schemas import HPCInfo, JobInfo, Model, Quota
+from .schemas import HPCInfo, JobInfo, Model, Quota, WorkerInfo
 
 DEFAULT_STUCK_SECONDS = 3600
 
@@ -36,6 +36,12 @@ class HPCHealth(Model):
     last_error: str | None = Field(None, description="why the HPC was last found unusable")
     stats_error: str | None = Field(None, description="set when Redis (the poll statistics) "
                                     "could not be read")
+
+
+class WorkerHealth(WorkerInfo):
+    claims: list[str] | None = Field(None, description="ids of the jobs this worker is "
+                                     "staging or finishing now (its claims); null when "
+                                     "Redis could not be read")
 
 
 class EventBrief(Model):
@@ -67,6 +73,7 @@ class RequeueResult(Model):
     message: str
 
 
+# GET /admin/workers answers [WorkerHealth] (its entry is in server/openapi.py)
 ROUTES: list[tuple] = [
     ("get", "/admin/hpcs", "Health of each HPC: reachability, poll cycles, command rate "
      "(admin)", None, {200: [HPCHealth]}, True),

@@ -107,9 +107,12 @@ def _hpcs(client, args):
 
 def _workers(client, args):
     def render(data):
-        return _table("Workers", ["worker", "host", "pid", "alive", "heartbeat", "leases"],
+        return _table("Workers", ["worker", "host", "pid", "alive", "heartbeat", "polls",
+                                  "holds jobs"],
                       [[w["id"], w["host"], w["pid"], "yes" if w["alive"] else "NO",
-                        _ago(w["heartbeat_at"]), ", ".join(w["leases"])] for w in data])
+                        _ago(w["heartbeat_at"]), ", ".join(w["leases"]),
+                        "?" if w.get("claims") is None else ", ".join(w["claims"])]
+                       for w in data])
     return client._json("GET", "admin/workers"), render
 
 

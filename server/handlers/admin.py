@@ -85,13 +85,28 @@ class AdminDrainHandler(AdminHandler):
 
 
 class AdminWorkersHandler(AdminHandler):
-    def get(self):
+    async def get(self):
+        try:
+            claims = await self.in_thread(self.claims_by_worker)
+        except Exception as exc:  # Redis down: the heartbeats are still known
+            log.warning("workers: claims unknown (Redis: %s)", exc)
+            claims = None
         now = utcnow()
-        self.send([S.WorkerInfo(id=w.id, host=w.host, pid=w.pid, started_at=aware(w.started_at),
-                                heartbeat_at=aware(w.heartbeat_at),
-                                alive=w.alive(self.ctx.site.worker_timeout, now),
-                                leases=w.leases or [])
-                   for w in self.ctx.store.workers()])
+        self.send([A.WorkerHealth(
+            id=w.id, host=w.host, pid=w.pid, started_at=aware(w.started_at),
+            heartbeat_at=aware(w.heartbeat_at), alive=w.alive(self.ctx.site.worker_timeout, now),
+            leases=w.leases or [], claims=None if claims is None else sorted(claims.get(w.id, [])))
+            for w in self.ctx.store.workers()])
+
+    def claims_by_worker(self) -> dict[str, list[str]]:
+        """worker id → the job ids it holds a claim on (maintainer/claims.py keys)."""
+        redis, prefix = self.ctx.queue.redis, self.key("claim", "")
+        keys = list(redis.scan_iter(match=prefix + "*", count=1000))
+        out: dict[str, list[str]] = {}
+        for key, holder in zip(keys, redis.mget(keys) if keys else []):
+            if holder is not None:
+                out.setdefault(holder.decode(), []).append(key.decode()[len(prefix):])
+        return out
 
 
 class AdminUsersHandler(AdminHandler):

@@ -113,6 +113,9 @@ def check_requeue(svc, alice, admin) -> None:
     store.heartbeat("test-live-worker", "here", 1, [])
     try:
         redis.set(claim, "test-live-worker", px=60000)
+        workers = {w["id"]: w for w in admin.get("admin/workers").json()}
+        assert workers["test-live-worker"]["claims"] == [job.id]
+        assert any("local" in w["leases"] for w in workers.values())
         r = admin.post(f"admin/jobs/{job.id}/requeue")
         assert r.status_code == 409 and "test-live-worker" in r.json()["message"]
         assert alice.post(f"admin/jobs/{job.id}/requeue").status_code == 403
