@@ -11,6 +11,7 @@ from tornado.ioloop import IOLoop
 from hpcbridge import schemas as S
 from hpcbridge import schemas_admin as A
 from hpcbridge.clock import aware, utcnow
+from hpcbridge.joblog import job_fields
 from hpcbridge.lifecycle import ACTIVE
 
 from .. import errors as E
@@ -211,6 +212,7 @@ class AdminRequeueHandler(AdminHandler):
         job = self.ctx.store.mark_requeued(job.id, self.user.name)
         if job is None:
             raise E.Conflict(f"job {job_id} moved on meanwhile")
+        log.info("job requeued by the admin %s", self.user.name, extra=job_fields(job))
         sent = await self.in_thread(self.ctx.queue.advance, job.id, job.hpc)
         message = "offered to the workers again" if sent else \
             "recorded; the queue could not be reached: the maintainer's reconciliation offers it"

@@ -100,6 +100,9 @@ def check_json_logs(svc) -> None:
     assert any(r["logger"] == "HPCBridgeServer" and "/api/v1/admin/hpcs" in r["message"]
                for r in server)
     assert all({"time", "level", "message"} <= set(r) for r in server)
+    requeued = [r for r in server if r["message"].startswith("job requeued")]
+    assert requeued and requeued[0]["user"] == "alice" and requeued[0]["hpc"] == "local"
+    assert len(requeued[0]["job_id"]) == 32
     assert any(r["logger"] == "hpcbridge.maintainer" for r in records("maintainer"))
 
 
