@@ -21,9 +21,12 @@ class SessionSettings(Configurable):
     idle_timeout = Float(3600.0, help="""A running session with no activity (a request
         through its proxy, a keepalive) for this many seconds is stopped."""
                          ).tag(config=True)
-    start_timeout = Float(600.0, help="""A session not listening this many seconds after it
-        was requested (queued in the scheduler, or its service slow to start) is stopped and
-        its job cancelled.""").tag(config=True)
+    start_timeout = Float(300.0, help="""A session whose service does not listen this many
+        seconds after its job started is stopped (its job cancelled) with the reason."""
+                          ).tag(config=True)
+    queue_timeout = Float(3600.0, help="""A session whose job has not started this many
+        seconds after it was requested (the HPC has no room) is stopped, its job cancelled."""
+                          ).tag(config=True)
     charge_period = Float(60.0, help="""Time used by a running session is charged to its
         user this often (and at its stop): a crash loses at most one period."""
                           ).tag(config=True)

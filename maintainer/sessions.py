@@ -4,8 +4,9 @@ The poller calls watch_sessions once per cycle of each HPC it holds.
 starting: the app is staged and sbatch'ed (submit_attempted_at first: after a crash the job
 is found by name); once the job runs, the service's session file (node and port, written
 by the batch script when the service listens) is read over SFTP and a forwarded connection
-to it is opened → running. Any failure on the way, the job's end, or no listening service
-within SessionSettings.start_timeout → stopped with the reason, the job cancelled. A stop
+to it is opened → running. Any failure on the way, the job's end, no start within
+SessionSettings.queue_timeout or no listening service start_timeout after the job started
+→ stopped with the reason, the job cancelled. A stop
 request, the idle timeout or the job's end (its time limit) → stopped. Time is charged
 from when the job started, every charge_period and at the stop (server/storesessions.py).
 """
@@ -105,11 +106,13 @@ def decide(record, state, now: dt.datetime, conf) -> Decision:
         if ended:
             return Decision(STOP, "the service ended before it listened: "
                             + ended_message(state), "start_failed")
-        if _age(record.created_at, now) > conf.start_timeout:
-            where = "its service did not listen" if state is not None and \
-                state.status == RUNNING else "its job did not start on the HPC"
-            return Decision(STOP, f"the session did not start within {conf.start_timeout:g} "
-                            f"s: {where}", "start_failed", cancel=True)
+        started = record.charged_until  # when its job was first seen running
+        if started is not None and _age(started, now) > conf.start_timeout:
+            return Decision(STOP, f"its service did not listen within {conf.start_timeout:g} "
+                            "s of the job's start", "start_failed", cancel=True)
+        if started is None and _age(record.created_at, now) > conf.queue_timeout:
+            return Decision(STOP, f"its job did not start on the HPC within "
+                            f"{conf.queue_timeout:g} s (no room)", "start_failed", cancel=True)
         if record.scheduler_id is None:
             return Decision(SUBMIT)
         return Decision(CHECK) if state is not None and state.status == RUNNING \
@@ -197,6 +200,8 @@ def watch_sessions(run, hpc) -> None:
 def step(run, hpc, conf, record, state) -> None:
     """Act on one session's decision; its own failures never stop the others'."""
     decision = decide(record, state, utcnow(), conf)
+    log.debug("session %s (%s, job %s): %s", record.id, record.status,
+              state.raw_state if state else None, decision)
     try:
         if state is not None and state.status == RUNNING and record.charged_until is None:
             run.store.start_charging(record.id, utcnow())  # its time counts from now on
@@ -289,6 +294,8 @@ def check_listening(run, hpc, conf, record) -> None:
         data = run.run(transport.read_range(path, 0, conf.max_port_file_bytes + 1))
     except RemoteFileNotFound:
         return  # not listening yet
+    if not data:  # missing (the SFTP transport reads a missing file as empty): not yet
+        return
     if len(data) > conf.max_port_file_bytes:
         raise ValueError(f"{SESSION_FILE} is larger than {conf.max_port_file_bytes} bytes")
     try:

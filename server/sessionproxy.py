@@ -222,7 +222,7 @@ class ProxyHandler(APIHandler):
             data = await asyncio.wait_for(self.tunnel.reader.read(CHUNK), timeout)
             self.h11conn.receive_data(data)
 
-    async def forward(self):
+    async def forward(self, session_id=None, rest=None):
         try:
             await self.send_upstream(h11.EndOfMessage())  # an upgrade's too: no body
             response = await self.next_event()
@@ -251,6 +251,9 @@ class ProxyHandler(APIHandler):
             key = name.decode("latin-1")
             if key.lower() not in FROM_SERVICE_DROPPED:
                 self.add_header(key, value.decode("latin-1"))
+        if response.status_code == 101:  # hop-by-hop, but the upgrade's own
+            self.set_header("Upgrade", "websocket")
+            self.set_header("Connection", "Upgrade")
 
     async def copy_body(self) -> None:
         """The body as it comes, piece by piece; a service that breaks off mid-body closes
@@ -275,14 +278,13 @@ class ProxyHandler(APIHandler):
         """After the service's 101: the 101 to the caller, then bytes both ways until
         either side closes."""
         leftover = self.h11conn.trailing_data[0]
+        tunnel, self.tunnel = self.tunnel, None  # the splice owns it now
         self.set_status(101)
         self.finish()
         stream = self.detach()
         if leftover:
             await stream.write(leftover)
         conf, store, sid = self.ctx.session_settings, self.ctx.store, self.record.id
-        tunnel = self.tunnel
-        self.tunnel = None  # the splice owns it now
 
         async def caller_to_service():
             while True:
