@@ -22,7 +22,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
         p.set_defaults(run=lambda args: _run(args, table), admin_command=name)
         return p
     command("hpcs", "health of each HPC", _hpcs)
-    command("workers", "maintainer workers, heartbeats and leases", _workers)
+    command("workers", "maintainer workers: heartbeats, HPCs polled, jobs held", _workers)
     p = command("stuck", "jobs in one status for too long", _stuck)
     p.add_argument("--older-than", type=int, default=DEFAULT_STUCK_SECONDS, metavar="SECONDS",
                    help=f"seconds in the same status (default {DEFAULT_STUCK_SECONDS})")
