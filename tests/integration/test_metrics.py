@@ -82,10 +82,11 @@ def register_app(svc: Services, stack: dict, tmp: Path) -> str:
     folder = tmp / "apps" / "greet"
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({
-        "name": "greet", "supported_hpc": ["slurm", "down"],
+        "name": "greet", "supported_hpc": ["slurm", "down", "nopart"],
         "execution_stage": "echo metered > \"$HPCBRIDGE_RESULT_DIR/out.txt\"",
         "slurm_input_rules": {"time": {"min": 1, "max": 5, "default_value": 2, "step": 1,
-                                       "unit": "Minutes"}}}))
+                                       "unit": "Minutes"},
+                              "partition": {}}}))  # one of the HPC's, if asked for
     r = svc.client(stack["hub"]["tokens"]["admin"]).post("apps", json={"source": str(folder)})
     assert r.status_code == 201, r.text
     return r.json()["id"]
@@ -115,7 +116,9 @@ def metered(tmp_path, stack, hub, redis_url, prometheus, request):
     pool_port = free_port()
     svc.hpcs = [slurm_hpc(stack, svc.run_id, capacity=JOBS),
                 slurm_hpc(stack, svc.run_id, id="down", name="Unreachable", port=free_port(),
-                          connect_retries=1, connect_timeout=2.0)]
+                          connect_retries=1, connect_timeout=2.0),
+                slurm_hpc(stack, svc.run_id, id="nopart", name="No such partition",
+                          partitions=["nosuchpartition"])]
     svc.extra_config = "\n".join([
         f"c.Metrics.token = {token!r}",
         f"c.MaintainerMetrics.port = {pool_port}",
@@ -144,9 +147,9 @@ def test_metrics_move_with_a_real_run(metered, stack, prometheus, redis_url):
     mw = check_middleware(svc, stack, token)
     check_pool(svc, token)
     pool = check_poll_commands(svc, token, redis_url)
-    # the stage-in of the job on the unreachable HPC was a remote error of class
-    # HPCUnavailable ("wait": the job stays queued)
-    assert value(pool, "hpcbridge_remote_errors_total", reading="wait") >= 1, \
+    # sbatch's refusal was a remote error of class SchedulerError: "fail"
+    assert value(pool, "hpcbridge_remote_errors_total", error="SchedulerError",
+                 reading="fail") == 1, \
         "no remote error counted: is decisions.ERROR_HOOKS there (docs/metrics.md)?"
     check_prometheus(prometheus, svc.run_id)
     check_dashboard(prometheus, {n for n, _ in mw} | {n for n, _ in pool})
@@ -169,7 +172,8 @@ def check_access(svc, stack: dict, token: str) -> None:
 
 
 def run_jobs(svc, stack: dict) -> None:
-    """A few jobs on Slurm, one on the HPC nobody can reach (it stays queued)."""
+    """A few jobs on Slurm, one on the HPC nobody can reach (it stays queued), one that
+    sbatch refuses (no such partition: a remote error, the job fails)."""
     alice = svc.client(stack["hub"]["tokens"]["alice"])
     app = register_app(svc, stack, Path(svc.tmp))
     ids = []
@@ -180,6 +184,11 @@ def run_jobs(svc, stack: dict) -> None:
     r = alice.post("jobs", json={"app": app, "hpc": "down", "params": {}})
     assert r.status_code == 201, r.text
     down_job = r.json()["id"]
+    r = alice.post("jobs", json={"app": app, "hpc": "nopart", "params": {},
+                                 "resources": {"partition": "nosuchpartition"}})
+    assert r.status_code == 201, r.text
+    refused = svc.wait_job(alice, r.json()["id"], timeout=180)
+    assert refused["status"] == "failed" and "partition" in refused["message"], refused
     for job_id in ids:
         assert svc.wait_job(alice, job_id, timeout=180)["status"] == "succeeded"
     assert alice.get(f"jobs/{down_job}").json()["status"] == "queued"
@@ -204,7 +213,7 @@ def check_middleware(svc, stack: dict, token: str) -> dict:
     assert value(mw, "hpcbridge_auth_cache_requests_total", result="hit") >= JOBS
     posted = value(mw, "hpcbridge_http_request_duration_seconds_count",
                    route="/api/v1/jobs", method="POST", status="201")
-    assert posted == JOBS + 1
+    assert posted == JOBS + 2
     assert value(mw, "hpcbridge_http_request_duration_seconds_count",
                  route="/api/v1/jobs/{job_id}", method="GET", status="200") >= JOBS
     labels = " ".join(str(ls) for _, ls in mw)
@@ -228,6 +237,7 @@ def check_pool(svc, token: str) -> None:
     assert value(pool, "hpcbridge_ssh_channels", hpc="slurm") > 0
     assert value(pool, "hpcbridge_ssh_connections_opened_total", hpc="slurm") >= 1
     assert value(pool, "hpcbridge_poll_cycles_total", hpc="down", result="unreachable") >= 1
+    assert value(pool, "hpcbridge_job_transitions_total", hpc="nopart", status="failed") == 1
 
 
 def check_poll_commands(svc, token: str, redis_url: str) -> dict:
