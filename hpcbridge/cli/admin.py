@@ -60,11 +60,12 @@ def _run(args, table) -> int:
 
 def _table(title: str, columns: list[str], rows: list[list]):
     from rich.table import Table
+    from rich.text import Text
     table = Table(title=title, title_justify="left")
     for name in columns:
         table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+    for row in rows:  # as plain Text: messages are never read as markup or :emoji:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     if not rows:
         table.caption = "none"
     return table
