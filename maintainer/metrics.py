@@ -89,8 +89,9 @@ WORKERS_UP = Gauge("hpcbridge_maintainer_workers_up", "Worker processes running"
                    multiprocess_mode="livesum", registry=REGISTRY)
 
 
-def instrument_worker(rt, poller) -> None:
-    """Called once in each worker process before its threads start."""
+def instrument_worker(rt, poller) -> WSGIServer | None:
+    """Called once in each worker process before its threads start; the /metrics server
+    of a lone worker (not in a pool), if it serves one."""
     TransitionObserver.install(rt.store, TRANSITIONS, STATE_SECONDS)
     for hpc_id, handler in rt.handlers.items():
         hooks = handler.transport.commands.hooks
@@ -104,7 +105,8 @@ def instrument_worker(rt, poller) -> None:
                      daemon=True).start()
     settings = MaintainerMetrics(config=rt.site.config)
     if settings.port and not os.environ.get(MULTIPROC_ENV):  # a lone worker: its own
-        serve(REGISTRY, settings)
+        return serve(REGISTRY, settings)
+    return None
 
 
 def program(argv) -> str:

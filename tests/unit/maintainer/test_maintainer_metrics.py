@@ -132,3 +132,28 @@ def test_the_pool_adds_up_its_workers_and_forgets_a_dead_ones_gauges(tmp_path):
                 p.communicate("\n", timeout=10)
         pool.close()
     assert M.MULTIPROC_ENV not in os.environ
+
+
+def test_a_lone_worker_serves_its_own_metrics_and_counts_its_transitions(runtime):
+    from hpcbridge.maintainer import decisions
+    from hpcbridge.server.store import Store
+    runtime.site.config.MaintainerMetrics.port = port = free_port()
+    hooks, error_hooks = list(Store.transition_hooks), list(getattr(decisions, "ERROR_HOOKS", []))
+    server = M.instrument_worker(runtime, None)
+    try:
+        job = runtime.store.create_job(user="alice", app="x", hpc="local", params={},
+                                       resources={})
+        before = sample("hpcbridge_job_transitions_total", hpc="local", status="staging")
+        assert runtime.store.transition(job.id, "staging", "staging")
+        assert sample("hpcbridge_job_transitions_total", hpc="local",
+                      status="staging") == before + 1
+        runtime.run(runtime.handlers["local"].transport.run(["true"]))
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "hpcbridge_maintainer_workers_up 1.0" in text
+        assert 'hpcbridge_ssh_commands_total{hpc="local",program="true"}' in text
+    finally:
+        Store.transition_hooks[:] = hooks
+        if hasattr(decisions, "ERROR_HOOKS"):
+            decisions.ERROR_HOOKS[:] = error_hooks
+        server.shutdown()
+        server.server_close()
