@@ -1,10 +1,7 @@
 """Notifications when a job ends (issue #25): the outbox rows the store wrote with the final
 transition, sent as signed webhooks and mails, retried with back-off, never blocking a
-worker's other work.
-
-The site configures it in hpcbridge_config.py (`c.Notifier.webhook_secret = ...`); the
-middleware reads the same settings to refuse, at submit, what would never be sent.
-Docs: docs/notifications.md."""
+worker's other work. Configured as `c.Notifier.*` (the middleware reads the same settings to
+refuse, at submit, what would never be sent). Docs: docs/notifications.md."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -96,8 +93,7 @@ class Notifier(Configurable):
     concurrency = Int(4, help="Messages one worker sends at once.").tag(config=True)
 
     @property
-    def lease_seconds(self) -> float:
-        """How long a claimed message is the claimer's: longer than any one send."""
+    def lease_seconds(self) -> float:  # a claimed message is the claimer's: past any send
         return 3 * self.send_timeout + 30
 
 
@@ -276,12 +272,20 @@ def send_mail(job, note, notifier: Notifier) -> str:
                 smtp.login(notifier.smtp_user, notifier.smtp_password)
             smtp.send_message(message)
     except smtplib.SMTPRecipientsRefused as exc:
-        raise Permanent(f"the mail server refused {note.target}: {exc.recipients}") from None
+        code, text = next(iter(exc.recipients.values()), (0, b""))
+        if 500 <= code < 600:
+            raise Permanent(f"the mail server refused {note.target}: {code} "
+                            f"{text.decode(errors='replace')}") from None
+        raise  # 4xx: again later
+    except (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused) as exc:
+        log.error("the mail server refuses this site's login or sender (c.Notifier.smtp_user, "
+                  "mail_from): %s; mails wait and are tried again", exc)
+        raise  # the site's settings: every mail waits until they are fixed
     except smtplib.SMTPResponseException as exc:
-        if 500 <= exc.smtp_code < 600 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+        if 500 <= exc.smtp_code < 600:
             raise Permanent(f"the mail server refused the mail: {exc.smtp_code} "
-                            f"{exc.smtp_error!r}") from None
-        raise  # 4xx, or the site's login is wrong: again later (logged for the operators)
+                            f"{exc.smtp_error.decode(errors='replace')}") from None
+        raise  # 4xx: again later
     return f"mail sent to {note.target}"
 
 
@@ -345,10 +349,8 @@ def describe(exc: Exception) -> str:
         return str(exc)
     if isinstance(exc, concurrent.futures.TimeoutError):
         return "no answer in time"
-    if isinstance(exc, httpx.TimeoutException):
-        return "the webhook did not answer in time"
     if isinstance(exc, httpx.HTTPError):
-        return f"the webhook could not be reached: {exc}"
+        return f"the webhook could not be reached: {type(exc).__name__} {exc}".strip()
     return f"{type(exc).__name__}: {exc}"
 
 

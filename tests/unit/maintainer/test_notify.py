@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import socket
 import threading
 import time
 import types
@@ -248,3 +249,39 @@ def test_the_delivery_thread_outlives_a_failing_database_and_stops_when_told(sto
         stop.set()
         thread.join(5)
     assert not thread.is_alive() and Store.transition_hooks == hooks_before
+
+
+def test_mail_refusals_are_told_apart_on_a_real_smtp_server():
+    """550 for a recipient: given up; 451: again later; 250: sent."""
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            answer = {"gone@example.org": "550 no such user",
+                      "busy@example.org": "451 try again later"}.get(address, "250 OK")
+            if answer.startswith("250"):
+                envelope.rcpt_tos.append(address)
+            return answer
+
+        async def handle_DATA(self, server, session, envelope):
+            return "250 OK"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    n = notifier(smtp_port=port, send_timeout=5)
+
+    def to(address):
+        return type("Note", (FakeNote,), {"target": address})
+    try:
+        assert notify.send_mail(FakeJob, to("ada@example.org"), n) == \
+            "mail sent to ada@example.org"
+        with pytest.raises(Permanent, match="550 no such user"):
+            notify.send_mail(FakeJob, to("gone@example.org"), n)
+        with pytest.raises(OSError) as busy:
+            notify.send_mail(FakeJob, to("busy@example.org"), n)
+        assert not isinstance(busy.value, Permanent)
+    finally:
+        controller.stop()
