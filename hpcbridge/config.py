@@ -251,7 +251,7 @@ class ConfigFileApp(Application):
 
     def initialize(self, argv=None):
         # --log-format on every service's command line, next to its own aliases
-        self.aliases = {**self.aliases, "log-format": "Application.log_format"}
+        self.aliases = {**self.aliases, "log-format": "ConfigFileApp.log_format"}
         super().initialize(argv)
         if not self.generate_config and os.path.exists(self.config_file):
             self.load_config_file(self.config_file)
