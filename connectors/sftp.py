@@ -51,7 +51,7 @@ class SFTPFiles(Transport):
         tasks started inside: asyncio.gather) goes over one SFTP channel, its requests
         pipelined, instead of opening a channel of its own (a batch of stagings)."""
         async with self.sftp() as client:
-            token = _SHARED.set((self, client))
+            token = _SHARED.set((self, client, set()))  # + the folders known to exist
             try:
                 yield client
             finally:
@@ -68,6 +68,35 @@ class SFTPFiles(Transport):
             return
         async with self.sftp() as client:
             yield client
+
+    async def _makedirs(self, sftp, full: str) -> None:
+        """`full` and its missing parents (private, 0700): one mkdir per folder below the
+        work root not known to exist. Known: the work root, and within a shared channel
+        every folder it made or found (a batch creates each user's folder once)."""
+        shared = _SHARED.get()
+        known = shared[2] if shared is not None and shared[0] is self else set()
+        rel = posixpath.relpath(full, self.work_root)
+        if rel == "." or full in known:
+            return
+        if rel.startswith(".."):  # not below the work root: as asyncssh does it
+            await self._op(sftp.makedirs(full, attrs=PRIVATE_DIR, exist_ok=True), "makedirs")
+            return
+        current = self.work_root
+        for part in rel.split("/"):
+            current = posixpath.join(current, part)
+            if current in known:
+                continue
+            try:
+                await self._op(sftp.mkdir(current, PRIVATE_DIR), f"mkdir {current}")
+            except asyncssh.SFTPError:  # there already (or not makeable: stat says which)
+                try:
+                    attrs = await self._op(sftp.stat(current), f"stat {current}")
+                except asyncssh.SFTPError as exc:
+                    raise classify(exc, f"{self.config.id}: sftp", current) from exc
+                if not _is_dir(attrs):
+                    raise classify(asyncssh.SFTPFailure("exists and is not a folder"),
+                                   f"{self.config.id}: sftp", current) from None
+            known.add(current)
 
     async def _op(self, aw, what: str):
         """One SFTP call within HPCConfig.sftp_timeout."""
@@ -95,14 +124,13 @@ class SFTPFiles(Transport):
     async def makedirs(self, path):
         full = await self._path(path)
         async with self._channel() as sftp:  # each folder it creates private (0700)
-            await self._op(sftp.makedirs(full, attrs=PRIVATE_DIR, exist_ok=True), "makedirs")
+            await self._makedirs(sftp, full)
         return full
 
     async def write_bytes(self, path, data, mode=0o600):
         full = await self._path(path)
         async with self._channel() as sftp:
-            await self._op(sftp.makedirs(posixpath.dirname(full), attrs=PRIVATE_DIR,
-                                         exist_ok=True), "makedirs")
+            await self._makedirs(sftp, posixpath.dirname(full))
             writer = await SFTPSink(self, sftp).create(full, mode)
             try:
                 await writer.write(data)
@@ -113,8 +141,7 @@ class SFTPFiles(Transport):
         """Stage-in (copy.py's rules): links and special files refused, 0700/0600."""
         full = await self._path(remote)
         async with self._channel() as sftp:
-            await self._op(sftp.makedirs(posixpath.dirname(full), attrs=PRIVATE_DIR,
-                                         exist_ok=True), "makedirs")
+            await self._makedirs(sftp, posixpath.dirname(full))
             return await copy_tree(LocalSource(), local, SFTPSink(self, sftp), full, UPLOAD)
 
     async def download(self, remote, local, report=None):

@@ -52,13 +52,13 @@ def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
     "found", "failed", "cancelled", "hpc unavailable")."""
     out: dict[str, str] = {}
     handler = rt.handlers[hpc_id]
-    jobs = [j for j in (rt.store.get_jobs(job_ids).get(i) for i in job_ids)
-            if j is not None and j.status == S.STAGING]
+    stored = rt.store.get_jobs(job_ids)
+    jobs = [stored[i] for i in job_ids if i in stored and stored[i].status == S.STAGING]
     try:
         work_root = rt.run(handler.transport.resolve_work_root())
         jobs = _found_already(rt, handler, jobs, out)
     except Exception as exc:  # every error has its class (decisions.on_error)
-        _failed_all(rt, hpc_id, jobs, exc, out)
+        failed_all(rt, hpc_id, jobs, exc, out)
         return out
     items = _plan(rt, handler, jobs, work_root, out)
     if not items:
@@ -68,12 +68,12 @@ def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
                                  rt.tuning.staging_concurrency),
                       timeout=tasks.TRANSFER_TIMEOUT_SECONDS)
     except Exception as exc:
-        _failed_all(rt, hpc_id, [i.job for i, _ in items], exc, out)
+        failed_all(rt, hpc_id, [i.job for i, _ in items], exc, out)
         return out
     staged = []
     for (item, spec), result in zip(items, sent):
         if isinstance(result, Exception):
-            _failed_all(rt, hpc_id, [item.job], result, out)
+            failed_all(rt, hpc_id, [item.job], result, out)
         else:
             staged.append((item, spec, result))
     return _submit(rt, handler, hpc_id, staged, out)
@@ -139,12 +139,12 @@ def _submit(rt, handler, hpc_id: str, staged: list, out: dict[str, str]) -> dict
     try:
         answers = rt.run(handler.submit_scripts([spec for _, spec in ready]))
     except Exception as exc:
-        _failed_all(rt, hpc_id, [item.job for item, _ in ready], exc, out)
+        failed_all(rt, hpc_id, [item.job for item, _ in ready], exc, out)
         return out
     submitted = {}
     for (item, _), answer in zip(ready, answers):
         if isinstance(answer, Exception):
-            _failed_all(rt, hpc_id, [item.job], answer, out)
+            failed_all(rt, hpc_id, [item.job], answer, out)
         else:
             submitted[item.job.id] = answer
     _record(rt, hpc_id, submitted, out)
@@ -172,7 +172,7 @@ def _record(rt, hpc_id: str, submitted: dict[str, str], out: dict[str, str]) -> 
             out[job_id] = tasks.cancel(rt, current[job_id])
 
 
-def _failed_all(rt, hpc_id: str, jobs, exc: Exception, out: dict[str, str]) -> None:
+def failed_all(rt, hpc_id: str, jobs, exc: Exception, out: dict[str, str]) -> None:
     """What tasks._staging_failed does for one job, for many: the HPC's trouble sends
     them back to the queue, their own ends them with the reason."""
     if not jobs:

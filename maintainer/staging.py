@@ -45,12 +45,12 @@ class Staging:
     script: tuple[str, bytes]
 
 
-async def stage_many(transport: Transport, items: list[Staging],
-                     concurrency: int = 64) -> list[int | Exception]:
+async def stage_many(transport: Transport, items: list[Staging], concurrency: int = 64,
+                     channels: int = 4) -> list[int | Exception]:
     """stage_in and the batch script of many jobs, concurrently (at most `concurrency` jobs
-    at a time), over one SFTP channel whose requests are pipelined (a pool's
-    shared_channel; other transports call as they are). Per job: files sent, or the error
-    that stopped its staging (the others go on)."""
+    at a time), over at most `channels` SFTP channels whose requests are pipelined (a
+    pool's shared_channel; other transports call as they are). Per job: files sent, or the
+    error that stopped its staging (the others go on)."""
     limit = asyncio.Semaphore(concurrency)
 
     async def one(item: Staging) -> int | Exception:
@@ -63,8 +63,17 @@ async def stage_many(transport: Transport, items: list[Staging],
             except Exception as exc:  # this job's (or the HPC's: classified by the caller)
                 return exc
     shared = getattr(transport, "shared_channel", None)
-    async with (shared() if shared else contextlib.nullcontext()):
-        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def group(part: list[Staging]) -> list[int | Exception]:
+        try:
+            async with (shared() if shared else contextlib.nullcontext()):
+                return list(await asyncio.gather(*(one(item) for item in part)))
+        except Exception as exc:  # the channel itself (not one job's): all of the group
+            return [exc] * len(part)
+    size = max(1, -(-len(items) // max(1, channels)))
+    parts = [items[k:k + size] for k in range(0, len(items), size)]
+    done = await asyncio.gather(*(group(part) for part in parts))
+    return [result for part in done for result in part]
 
 
 async def stage_shared(transport: Transport, app_path: str, upload_path: str | None,

@@ -23,9 +23,8 @@ from hpcbridge.connectors.spec import ArraySpec, job_name, params_script
 from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
 from hpcbridge.manifest import ManifestError
 
-from . import claims, tasks
+from . import batch, claims, tasks
 from .admission import _open
-from .batch import _failed_all
 from .jobspec import job_environment, job_json, sweep_spec
 from .staging import app_files, stage_shared
 
@@ -53,7 +52,7 @@ def submit_sweep(rt, job) -> dict[str, str]:
     out: dict[str, str] = {}
     sweep = rt.store.get_sweep(job.sweep_id)
     if sweep is None:
-        _failed_all(rt, job.hpc, [job], ConnectorError("its sweep no longer exists"), out)
+        batch.failed_all(rt, job.hpc, [job], ConnectorError("its sweep no longer exists"), out)
         return out
     elements = _admit(rt, sweep, job)
     if not elements:
@@ -69,7 +68,7 @@ def submit_sweep(rt, job) -> dict[str, str]:
         if array_id is None:
             array_id, elements = _stage_and_submit(rt, handler, sweep, folder, elements, out)
     except Exception as exc:  # every error has its class (decisions.on_error)
-        _failed_all(rt, sweep.hpc, [e for e in elements if e.id not in out], exc, out)
+        batch.failed_all(rt, sweep.hpc, [e for e in elements if e.id not in out], exc, out)
         return out
     if array_id is not None:
         _record(rt, sweep, array_id, elements, out)
@@ -166,7 +165,8 @@ def element_archive(elements, folder: SweepDir, app_names: list[str],
     params file, an empty result/ and links to the shared app files and data."""
     buffer = io.BytesIO()
     now = time.time()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1,
+                      format=tarfile.GNU_FORMAT) as tar:
         def add(name: str, kind: bytes, data: bytes = b"", target: str = "") -> None:
             info = tarfile.TarInfo(name)
             info.type, info.mtime, info.linkname = kind, now, target

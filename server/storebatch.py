@@ -3,11 +3,12 @@ noted in one transaction (a batch of 200 submissions is one commit, not a thousa
 sweep's array submission. A part of Store (server/store.py), the one database writer."""
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import select
 
 from hpcbridge.clock import utcnow
@@ -27,26 +28,30 @@ class BatchRecords:
                         event_type: str | None = None) -> list[str]:
         """Store.transition for many jobs in one transaction: `moves` is job id →
         (message, extra fields). Each job moves only if the lifecycle allows it from its
-        current status (a conditional UPDATE each); the ids that moved."""
+        current status (a conditional UPDATE each: Core statements, compiled once); the
+        ids that moved."""
         allowed = sources_of(to)
         if expect is not None:
             allowed = allowed & frozenset(expect)
         now = utcnow()
         moved: list[str] = []
         with self.session() as s:
+            conn = s.connection()
             for job_id, (message, fields) in moves.items():
                 values = {"status": to, "updated_at": now, "message": message, **fields}
                 if to in TIMESTAMPS:
                     values[TIMESTAMPS[to]] = now
-                result = s.exec(update(Job).where(Job.id == job_id,
-                                                  Job.status.in_(list(allowed)))
-                                .values(**values))
-                if result.rowcount != 1:
-                    continue
-                s.add(Event(job_id=job_id, time=now, type=event_type or to, message=message))
-                if to in FINAL:
-                    self.add_notifications(s, job_id, to, message)
-                moved.append(job_id)
+                result = conn.execute(_guarded_update(tuple(sorted(values)), allowed),
+                                      {"_id": job_id, **{f"v_{k}": v for k, v in values.items()}})
+                if result.rowcount == 1:
+                    moved.append(job_id)
+            if moved:
+                conn.execute(Event.__table__.insert(), [
+                    {"job_id": job_id, "time": now, "type": event_type or to,
+                     "message": moves[job_id][0]} for job_id in moved])
+            if to in FINAL:
+                for job_id in moved:
+                    self.add_notifications(s, job_id, to, moves[job_id][0])
             s.commit()
         for job_id in moved:
             self._run_hooks(job_id, to)
@@ -64,19 +69,27 @@ class BatchRecords:
         if not values:
             return
         with self.session() as s:
+            conn = s.connection()
             for job_id, fields in values.items():
-                s.exec(update(Job).where(Job.id == job_id).values(**fields))
+                conn.execute(_guarded_update(tuple(sorted(fields)), None),
+                             {"_id": job_id, **{f"v_{k}": v for k, v in fields.items()}})
             s.commit()
 
     def add_events(self, events: Iterable[tuple[str, str, str]], touch: bool = False) -> None:
         """Store.add_event for many (job id, type, message), in one transaction."""
         now = utcnow()
+        rows = [{"job_id": job_id, "time": now, "type": type_, "message": message}
+                for job_id, type_, message in events]
+        if not rows:
+            return
         with self.session() as s:
-            for job_id, type_, message in events:
-                s.add(Event(job_id=job_id, time=now, type=type_, message=message))
-                if touch:
-                    s.exec(update(Job).where(Job.id == job_id)
-                           .values(updated_at=now, message=message))
+            conn = s.connection()
+            conn.execute(Event.__table__.insert(), rows)
+            if touch:
+                for row in rows:
+                    conn.execute(_guarded_update(("message", "updated_at"), None),
+                                 {"_id": row["job_id"], "v_message": row["message"],
+                                  "v_updated_at": now})
             s.commit()
 
     # --- sweeps as the engine sees them (get_sweep: storesweeps.SweepRecords) ---------
@@ -93,3 +106,15 @@ class BatchRecords:
             query = query.where(Job.status.in_(list(statuses)))
         with self.session() as s:
             return list(s.exec(query.order_by(Job.sweep_index)).all())
+
+
+@functools.lru_cache(maxsize=64)
+def _guarded_update(columns: tuple[str, ...], allowed: frozenset | None):
+    """UPDATE job SET <columns> WHERE id = :_id [AND status IN allowed], with bound
+    parameters v_<column>: one statement per shape, compiled once, run per row."""
+    table = Job.__table__
+    where = [table.c.id == bindparam("_id")]
+    if allowed is not None:
+        where.append(table.c.status.in_(sorted(allowed)))
+    return table.update().where(*where).values(
+        {table.c[name]: bindparam(f"v_{name}") for name in columns})

@@ -24,9 +24,12 @@ from .base import SchedulerHandler
 SQUEUE_FORMAT = "%i|%T|%r|%M|%C|%j"
 SACCT_FORMAT = "JobID,JobName,State,ExitCode,Elapsed,AllocCPUS"
 JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")  # a job, or one element of an array
-# many sbatch in one command: per script one line "<exit status>\t<what sbatch said>"
-SUBMIT_LOOP = ('for s do out=$({sbatch} "$s" 2>&1); rc=$?; '
-               'printf "%s\\t%s\\n" "$rc" "$(printf %s "$out" | tr "\\n\\t" "  ")"; done')
+# many sbatch in one command, SUBMIT_PARALLEL at a time (the scripts' paths on stdin, one
+# a line: safe paths, no blanks or quotes): per script one line "<script>\t<exit
+# status>\t<what sbatch said>", one short write each, so lines never mix
+SUBMIT_PARALLEL = 16
+SUBMIT_ONE = ('out=$({sbatch} "$1" 2>&1); rc=$?; printf "%s\\t%s\\t%s\\n" "$1" "$rc" '
+              '"$(printf %s "$out" | tr "\\n\\t" "  " | cut -c1-1000)"')
 
 
 class SlurmHandler(SchedulerHandler):
@@ -56,16 +59,19 @@ class SlurmHandler(SchedulerHandler):
             return []
         sbatch = shlex.join([*self.config.sbatch_command, "--parsable"])
         paths = [f"{spec.workdir}/{self.SCRIPT}" for spec in specs]
-        result = await self.transport.run(["sh", "-c", SUBMIT_LOOP.format(sbatch=sbatch),
-                                           "sh", *paths])
-        lines = result.stdout.splitlines()
-        if result.exit_status != 0 or len(lines) != len(paths):
+        result = await self.transport.run(
+            ["xargs", "-n", "1", "-P", str(SUBMIT_PARALLEL), "sh", "-c",
+             SUBMIT_ONE.format(sbatch=sbatch), "sh"], stdin="".join(p + "\n" for p in paths))
+        answers = dict(line.split("\t", 1) for line in result.stdout.splitlines()
+                       if "\t" in line)
+        if result.exit_status != 0 or set(answers) != set(paths):
             raise SchedulerUnavailable(f"{self.config.id}: the batched sbatch ended with "
-                                       f"{result.exit_status} after {len(lines)} of "
+                                       f"{result.exit_status} after {len(answers)} of "
                                        f"{len(paths)} jobs: {result.stderr.strip()[:300]}")
-        return [self._one_submitted(line) for line in lines]
+        return [self._one_submitted(answers[path]) for path in paths]
 
     def _one_submitted(self, line: str) -> str | Exception:
+        """One answer of the loop ("<exit status>\t<what sbatch said>")."""
         rc, _, said = line.partition("\t")
         if rc != "0":
             return command_error("sbatch", said, self.config.id)

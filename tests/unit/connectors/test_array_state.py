@@ -12,7 +12,7 @@ import pytest
 from hpcbridge.connectors.config import HPCConfig
 from hpcbridge.connectors.errors import HPCUnavailable, SchedulerError
 from hpcbridge.connectors.handlers import SlurmHandler
-from hpcbridge.connectors.handlers.slurm import SUBMIT_LOOP, _named
+from hpcbridge.connectors.handlers.slurm import SUBMIT_ONE, _named
 from hpcbridge.connectors.layout import PARAMS_FILE, SweepDir
 from hpcbridge.connectors.spec import (
     ArraySpec,
@@ -118,12 +118,16 @@ def test_the_batched_sbatch_loop_reports_each_script(tmp_path):
                       'partition name specified" >&2; exit 1;; esac\n'
                       'echo "sbatch: warning: odd" >&2\necho "41;cluster"\n')
     sbatch.chmod(0o755)
-    script = SUBMIT_LOOP.format(sbatch=shlex.join([str(sbatch), "--parsable"]))
-    out = subprocess.run(["sh", "-c", script, "sh", "/w/a b", "/w/bad", "/w/c"],
-                         capture_output=True, text=True, check=True).stdout
+    one = SUBMIT_ONE.format(sbatch=shlex.join([str(sbatch), "--parsable"]))
+    paths = ["/w/a", "/w/bad", "/w/c", "/w/d", "/w/e"]
+    out = subprocess.run(["xargs", "-n", "1", "-P", "3", "sh", "-c", one, "sh"],
+                         input="".join(p + "\n" for p in paths), capture_output=True,
+                         text=True, check=True).stdout
+    lines = dict(line.split("\t", 1) for line in out.splitlines())
+    assert sorted(lines) == sorted(paths)  # one line each, in whatever order they ended
     handler = SlurmHandler(HPCConfig(id="c", user="u"), transport=None)
-    answers = [handler._one_submitted(line) for line in out.splitlines()]
-    assert answers[0] == "41" and answers[2] == "41"
+    answers = [handler._one_submitted(lines[p]) for p in paths]
+    assert answers[0] == answers[2] == answers[4] == "41"
     assert isinstance(answers[1], SchedulerError) and "Invalid partition" in str(answers[1])
 
 

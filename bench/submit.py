@@ -1,0 +1,378 @@
+"""Benchmark of the submit path and of sweeps as job arrays, on the test stack (issue #24).
+
+    .venv/bin/python bench/submit.py [--jobs 1000] [--sweep 1000] [--elements 10000]
+
+Needs the real stack (`bash stack/up.sh`); reads .stack/stack.json. One run, in order:
+
+  baseline  the same number of trivial `sbatch --hold` sent through a ConnectorPool
+            directly (2 connections x 8 channels, concurrently; no staging, no database).
+  (a) jobs  --jobs independent `hello` jobs POSTed to a real middleware (16 at a time) and
+            taken to Slurm by a real maintainer with the default two workers: jobs/s from
+            the first POST to the last job's `submitted`, and SSH commands per job,
+            staging included.
+  (b) sweep one --sweep point sweep POSTed to /api/v1/sweeps: seconds from the POST to
+            the last element's `submitted`, SSH commands.
+  (c) poll  more sweeps until --elements array elements are active in Slurm; then the
+            poller's own per-cycle records (maintainer/stats.py): commands per status
+            cycle and cycle time, measured, not modelled.
+
+Every job and array is held in Slurm (`#SBATCH --hold` in the HPC's batch prelude), so
+nothing runs and the figures are the submit path's alone; all are scancel'd at the end.
+
+What counts: an "SSH command" is one exec channel (one remote command line, however many
+sbatch it runs) or one SFTP channel (a session of file calls), as the pool's
+CommandCounter records them; the requests inside SFTP channels (open, write, mkdir…) are
+counted separately as "SFTP requests". They are counted inside the maintainer processes
+by a hook the benchmark adds through the site's config file (which is Python), and kept
+apart for the poller's cycles and for the tasks (submission).
+
+Prints a table, and as its last line one JSON object with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COUNTS_ENV = "HPCBRIDGE_BENCH_COUNTS"  # "<redis url> <hash key>": the hook is on
+
+
+# --- the hook, run inside the middleware and maintainer processes --------------------------
+def install_counter(redis_url: str, key: str) -> None:
+    """Count every SSH command (exec or SFTP channel) and SFTP request of this process
+    into Redis hash `key` (flushed by a thread every 0.2 s, never on the io loop), as
+    "poll:<program>" inside a poll cycle, "task:<program>" otherwise."""
+    import asyncssh.sftp
+    import redis
+
+    from hpcbridge.connectors import transport
+    from hpcbridge.maintainer import stats
+
+    counts: Counter = Counter()
+    lock = threading.Lock()
+
+    def kind() -> str:
+        return "poll" if stats._CYCLE.get() is not None else "task"
+    record = transport.CommandCounter.record
+
+    def counted_record(self, argv):
+        record(self, argv)
+        with lock:
+            counts[f"{kind()}:{argv[0]}"] += 1
+    make_request = asyncssh.sftp.SFTPClientHandler._make_request
+
+    async def counted_request(self, pkttype, *args):
+        with lock:
+            counts[f"{kind()}:sftp_request"] += 1
+        return await make_request(self, pkttype, *args)
+    transport.CommandCounter.record = counted_record
+    asyncssh.sftp.SFTPClientHandler._make_request = counted_request
+    r = redis.Redis.from_url(redis_url)
+
+    def flush() -> None:
+        while True:
+            time.sleep(0.2)
+            with lock:
+                batch = dict(counts)
+                counts.clear()
+            if batch:
+                pipe = r.pipeline(transaction=False)
+                for name, n in batch.items():
+                    pipe.hincrby(key, name, n)
+                try:
+                    pipe.execute()
+                except Exception:  # Redis away: put them back
+                    with lock:
+                        counts.update(batch)
+    threading.Thread(target=flush, daemon=True, name="bench-counter").start()
+
+
+# installed at interpreter start (sitecustomize) in every process the services start,
+# the maintainer's spawned workers included, while COUNTS_ENV is set
+HOOK = f"""
+import os as _os, sys as _sys
+if _os.environ.get({COUNTS_ENV!r}):
+    _sys.path.insert(0, {str(REPO / 'bench')!r})
+    import submit as _bench
+    _bench.install_counter(*_os.environ[{COUNTS_ENV!r}].split())
+"""
+
+
+def hook_environment(tmp: str, redis_url: str, key: str) -> None:
+    """The environment the services inherit: the counting hook on."""
+    folder = os.path.join(tmp, "hook")
+    os.makedirs(folder, exist_ok=True)
+    Path(folder, "sitecustomize.py").write_text(HOOK)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+    os.environ[COUNTS_ENV] = f"{redis_url} {key}"
+
+
+# --- the parent --------------------------------------------------------------------------
+def counts(red, key: str) -> Counter:
+    return Counter({k.decode(): int(v) for k, v in red.hgetall(key).items()})
+
+
+def ssh_commands(c: Counter, kind: str) -> int:
+    return sum(n for k, n in c.items() if k.startswith(kind + ":") and
+               not k.endswith(":sftp_request"))
+
+
+def window(before: Counter, after: Counter) -> dict:
+    d = after - before
+    return {"commands": ssh_commands(d, "task") + ssh_commands(d, "poll"),
+            "task_commands": ssh_commands(d, "task"),
+            "poll_commands": ssh_commands(d, "poll"),
+            "sftp_requests": d["task:sftp_request"] + d["poll:sftp_request"],
+            "by_program": {k: v for k, v in sorted(d.items())}}
+
+
+async def baseline(cfg: dict, run: str, n: int) -> tuple[dict, list[str]]:
+    from hpcbridge.connectors.config import HPCConfig
+    from hpcbridge.connectors.pool import ConnectorPool
+    pool = ConnectorPool(HPCConfig(**{**cfg, "commands_per_minute": 10**7}))
+    await pool.run(["true"])  # connections up, as the maintainer's are
+
+    async def one(i):
+        r = await pool.run(["sbatch", "--parsable", "--hold", "-J", f"bench-{run}-{i}",
+                            "-o", "/dev/null", "-t", "1", "--wrap=true"])
+        if r.exit_status != 0:
+            raise RuntimeError(f"sbatch failed: {r.stderr}")
+        return r.stdout.strip().split(";")[0]
+    t0 = time.monotonic()
+    ids = await asyncio.gather(*(one(i) for i in range(n)))
+    seconds = time.monotonic() - t0
+    await pool.close()
+    return {"jobs": n, "seconds": round(seconds, 3), "jobs_per_second": round(n / seconds, 1),
+            "commands": n}, list(ids)
+
+
+async def post_all(svc, token: str, bodies: list[tuple[str, dict]],
+                   concurrency: int = 16) -> list[dict]:
+    import httpx
+    out: list[dict] = [None] * len(bodies)
+    queue = list(enumerate(bodies))
+    async with httpx.AsyncClient(base_url=svc.api, timeout=60,
+                                 headers={"Authorization": f"token {token}"}) as http:
+        async def worker():
+            while queue:
+                i, (path, body) = queue.pop(0)
+                r = await http.post(path, json=body)
+                if r.status_code != 201:
+                    raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:300]}")
+                out[i] = r.json()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return out
+
+
+def wait_submitted(store, ids: list[str], timeout: float = 600) -> float:
+    """Wait until every job of `ids` has a scheduler id; the latest submitted_at (epoch)."""
+    from sqlmodel import select
+
+    from hpcbridge.clock import aware
+    from hpcbridge.server.models import Job
+    deadline = time.monotonic() + timeout
+    wanted = set(ids)
+    while True:
+        with store.session() as s:
+            rows = s.exec(select(Job.id, Job.status, Job.submitted_at, Job.message)
+                          .where(Job.scheduler_id.is_not(None))).all()
+        done = {r[0]: r for r in rows if r[0] in wanted}
+        if len(done) == len(wanted):
+            return max(aware(r[2]) for r in done.values()).timestamp()
+        if time.monotonic() > deadline:
+            with store.session() as s:
+                left = s.exec(select(Job.status, Job.message).where(
+                    Job.scheduler_id.is_(None)).limit(5)).all()
+            raise RuntimeError(f"{len(wanted) - len(done)} jobs not submitted: {left}")
+        time.sleep(0.05)
+
+
+def phase(svc, store, red, key: str, token: str, bodies: list[tuple[str, dict]],
+          element_ids) -> dict:
+    """POST `bodies`, wait until all their jobs are in Slurm; times and commands."""
+    before = counts(red, key)
+    t0 = time.time()
+    made = asyncio.run(post_all(svc, token, bodies))
+    posted = time.time() - t0
+    ids = element_ids(made)
+    end = wait_submitted(store, ids)
+    time.sleep(0.6)  # the hook's last flush
+    used = window(before, counts(red, key))
+    seconds = end - t0
+    return {"jobs": len(ids), "post_seconds": round(posted, 3), "seconds": round(seconds, 3),
+            "jobs_per_second": round(len(ids) / seconds, 1),
+            "commands_per_job": round(used["commands"] / len(ids), 4), **used}
+
+
+def wait_ready(store, red, prefix: str, workers: int, timeout: float = 60) -> None:
+    """Until both workers beat and one of them polls Slurm: a cold start is not measured."""
+    deadline = time.monotonic() + timeout
+    while len(store.workers()) < workers or not red.exists(f"{prefix}:lease:slurm"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the maintainer did not start")
+        time.sleep(0.2)
+    time.sleep(2)  # the workers' rq loops listening
+
+
+def sweep_elements(store, sweeps: list[dict]) -> list[str]:
+    from sqlmodel import select
+
+    from hpcbridge.server.models import Job
+    with store.session() as s:
+        return list(s.exec(select(Job.id).where(
+            Job.sweep_id.in_([w["id"] for w in sweeps]))).all())
+
+
+def sweep_body(n: int, tag: str) -> tuple[str, dict]:
+    return ("sweeps", {"app": "hello", "hpc": "slurm",
+                       "params": [{"name": f"{tag}{i}", "lines": 1, "delay": 0}
+                                  for i in range(n)]})
+
+
+def poll_cycles(red, prefix: str, active: int, cycles: int, timeout: float = 300) -> dict:
+    """The poller's own records of `cycles` status cycles that watched `active` jobs."""
+    key = f"{prefix}:stats:slurm:cycles"
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [json.loads(r) for r in red.lrange(key, 0, 200)]
+        full = [r for r in records if r.get("watched", 0) >= active]
+        if len(full) >= cycles or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    full = full[:cycles]
+    if not full:
+        raise RuntimeError(f"no poll cycle watched {active} jobs")
+    seconds = sorted(r["seconds"] for r in full)
+    return {"cycles": len(full), "watched": full[0]["watched"],
+            "commands_per_cycle": [r["commands"] for r in full],
+            "squeue_per_cycle": max(r["commands"].get("squeue", 0) for r in full),
+            "status_calls_per_cycle": max(r["status_calls"] for r in full),
+            "cycle_seconds_median": seconds[len(seconds) // 2],
+            "cycle_seconds_max": seconds[-1]}
+
+
+async def clean_up(cfg: dict, ids: list[str], folder: str) -> None:
+    from hpcbridge.connectors.config import HPCConfig
+    from hpcbridge.connectors.pool import ConnectorPool
+    pool = ConnectorPool(HPCConfig(**{**cfg, "commands_per_minute": 10**7}))
+    for k in range(0, len(ids), 300):
+        await pool.run(["scancel", *ids[k:k + 300]])
+    await pool.run(["rm", "-rf", folder])
+    await pool.close()
+
+
+def scheduler_ids(store) -> list[str]:
+    from sqlmodel import select
+
+    from hpcbridge.server.models import Job
+    with store.session() as s:
+        ids = s.exec(select(Job.scheduler_id).where(Job.scheduler_id.is_not(None))).all()
+    return sorted({i.split("_")[0] for i in ids})
+
+
+def run(args, stack: dict) -> dict:
+    import redis
+    sys.path.insert(0, str(REPO / "tests"))
+    from services import Services, slurm_hpc
+
+    from hpcbridge.server.store import Store
+
+    run_id = uuid.uuid4().hex[:8]
+    tmp = tempfile.mkdtemp(prefix="hpcbridge-bench-submit-")
+    key = f"hpcbridge-bench-submit:{run_id}"
+    red = redis.Redis.from_url(stack["redis_url"])
+    svc = Services(tmp, stack, auth="hub", workers=2)
+    hpc = slurm_hpc(stack, svc.run_id, capacity=10**6, batch_prelude=["#SBATCH --hold"])
+    svc.hpcs = [hpc]
+    result: dict = {"benchmark": "submit", "workers": 2}
+    base, base_ids = asyncio.run(baseline(hpc, run_id, args.jobs))
+    result["baseline"] = base
+    print(f"# baseline: {base}", file=sys.stderr, flush=True)
+    hook_environment(tmp, stack["redis_url"], key)
+    store = None
+    try:
+        svc.start()
+        store = Store(f"sqlite:///{os.path.join(svc.data_dir, 'hpcbridge.db')}", create=False)
+        wait_ready(store, red, f"hpcbridge-test-{svc.run_id}", 2)
+        token = stack["hub"]["tokens"]["alice"]
+        job = ("jobs", {"app": "hello", "hpc": "slurm", "params": {"lines": 1, "delay": 0}})
+        result["jobs"] = phase(svc, store, red, key, token, [job] * args.jobs,
+                               lambda made: [j["id"] for j in made])
+        print(f"# (a) jobs: {result['jobs']}", file=sys.stderr, flush=True)
+        result["sweep"] = phase(svc, store, red, key, token, [sweep_body(args.sweep, "s")],
+                                lambda made: sweep_elements(store, made))
+        print(f"# (b) sweep: {result['sweep']}", file=sys.stderr, flush=True)
+        more = max(0, args.elements // args.sweep - 1)
+        filled = phase(svc, store, red, key, token,
+                       [sweep_body(args.sweep, f"m{k}-") for k in range(more)],
+                       lambda made: sweep_elements(store, made))
+        active = args.jobs + args.sweep * (more + 1)
+        result["poll"] = {"array_elements": args.sweep * (more + 1), "jobs": args.jobs,
+                          "fill_seconds": filled["seconds"],
+                          **poll_cycles(red, f"hpcbridge-test-{svc.run_id}", active,
+                                        args.cycles)}
+        print(f"# (c) poll: {result['poll']}", file=sys.stderr, flush=True)
+    finally:
+        os.environ.pop(COUNTS_ENV, None)
+        svc.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        ids = base_ids + (scheduler_ids(store) if store else [])
+        asyncio.run(clean_up(hpc, ids, f"hpcbridge-it/{svc.run_id}"))
+        red.delete(key)
+    return result
+
+
+def verdict(r: dict) -> dict:
+    jobs, sweep, poll = r["jobs"], r["sweep"], r["poll"]
+    return {
+        "a_jobs_per_second_ge_100": jobs["jobs_per_second"] >= 100,
+        "a_commands_per_job_le_1.2": jobs["commands_per_job"] <= 1.2,
+        "a_within_3x_of_baseline":
+            jobs["jobs_per_second"] * 3 >= r["baseline"]["jobs_per_second"],
+        "b_sweep_under_3_s": sweep["seconds"] < 3,
+        "b_sweep_under_20_commands": sweep["commands"] < 20,
+        "c_one_squeue_per_cycle": poll["squeue_per_cycle"] == 1,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--sweep", type=int, default=1000)
+    parser.add_argument("--elements", type=int, default=10000)
+    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the services' folder")
+    parser.add_argument("--stack", default=str(REPO / ".stack" / "stack.json"))
+    args = parser.parse_args()
+    stack = json.loads(Path(args.stack).read_text())
+    started = time.monotonic()
+    result = run(args, stack)
+    result["targets_met"] = verdict(result)
+    result["runtime_seconds"] = round(time.monotonic() - started, 1)
+    b, a, s, p = result["baseline"], result["jobs"], result["sweep"], result["poll"]
+    print(f"baseline  {b['jobs']} sbatch via the pool: {b['jobs_per_second']} jobs/s")
+    print(f"(a) jobs  {a['jobs']}: {a['jobs_per_second']} jobs/s, {a['commands_per_job']} "
+          f"SSH commands/job ({a['task_commands']} submit + {a['poll_commands']} poll), "
+          f"{a['sftp_requests']} SFTP requests")
+    print(f"(b) sweep {s['jobs']} elements: {s['seconds']} s, {s['commands']} SSH commands, "
+          f"{s['sftp_requests']} SFTP requests")
+    print(f"(c) poll  {p['array_elements']} elements + {p['jobs']} jobs: "
+          f"{p['squeue_per_cycle']} squeue/cycle, {p['cycle_seconds_median']} s/cycle")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
