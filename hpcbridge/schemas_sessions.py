@@ -55,8 +55,11 @@ class SessionQuotaUpdate(Model):
 
 # OpenAPI entries, in hpcbridge.server.openapi's ROUTES form:
 # (method, path, summary, request model, {status: response model or [model]}, admin)
-# The proxy (any method at /sessions/{session_id}/proxy/{path}, HTTP and WebSocket) is the
-# service's own API, not described here: see docs/sessions.md.
+# The proxy answers what the session's service answers (any method, HTTP and WebSocket):
+# see docs/sessions.md.
+PROXY = "/sessions/{session_id}/proxy/{path}"
+PROXY_SUMMARY = ("The session's service, through the proxy (also HEAD, OPTIONS and a "
+                 "WebSocket upgrade on GET); 502/504 when the service does not answer")
 ROUTES: list[tuple] = [
     ("get", "/sessions", "The caller's interactive sessions (admins: ?all=1)", None,
      {200: [SessionInfo]}, False),
@@ -70,6 +73,8 @@ ROUTES: list[tuple] = [
      None, {204: "binary"}, False),  # no body (openapi.py has no empty response yet)
     ("get", "/sessions/{session_id}/events", "A session's events", None,
      {200: [EventInfo]}, False),
+    *((method, PROXY, PROXY_SUMMARY, None, {200: "binary"}, False)
+      for method in ("get", "post", "put", "patch", "delete")),
     ("put", "/admin/users/{name}/session-quota", "Set a user's session time quota (admin)",
      SessionQuotaUpdate, {200: SessionQuota}, True),
 ]

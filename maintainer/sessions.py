@@ -43,12 +43,13 @@ NODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 ENDED = (SUCCEEDED, FAILED, CANCELLED)
 STAGE_TIMEOUT_SECONDS = 300.0
 # what the batch script runs around the app's command: a free port for it, then, once it
-# listens, the session file; on scancel (SIGTERM) the service is stopped with it
+# listens, the session file; on scancel (SIGTERM) the service is stopped with it, and at its
+# time limit on any scheduler (`timeout`: the local one has no limit of its own)
 WRAPPER = """\
 HPCBRIDGE_SESSION_PORT="$(python3 -c 'import socket; s = socket.socket(); \
 s.bind(("", 0)); print(s.getsockname()[1])')"
 export HPCBRIDGE_SESSION_PORT
-( {command} ) &
+timeout {seconds} bash -c {command} &
 service=$!
 trap 'kill "$service" 2>/dev/null' TERM INT
 node="$(hostname)"
@@ -156,12 +157,14 @@ def build_session_spec(record, app, workdir: WorkDir, hpc) -> JobSpec:
                HPCBRIDGE_SESSION_FILE=workdir.join(SESSION_FILE))
     file = shlex.quote(workdir.join(SESSION_FILE))
     resources = record.resources or {}
+    minutes = max(1, int((record.time_limit_seconds or 600) // 60))
     try:
         return JobSpec(
             name=session_job_name(record.id), workdir=workdir.path,
-            command=WRAPPER.format(command=manifest.command(), file=file), environment=env,
+            command=WRAPPER.format(command=shlex.quote(manifest.command()), file=file,
+                                   seconds=minutes * 60), environment=env,
             partition=resources.get("partition") or hpc.default_partition,
-            time_minutes=max(1, int((record.time_limit_seconds or 600) // 60)),
+            time_minutes=minutes,
             cpus=int(resources.get("cpus") or 1), memory_mb=resources.get("memory"),
             gpus=int(resources.get("gpus") or 0))
     except ValueError as exc:
@@ -215,9 +218,10 @@ def step(run, hpc, conf, record, state) -> None:
             stop(run, hpc, record, decision)
     except HPCUnavailable:
         raise  # the whole HPC waits (watch_sessions)
-    except ConnectorError as exc:  # this session's command was refused: said, tried again
-        log.warning("session %s: %s", record.id, exc)
-        run.store.add_session_event(record.id, "waiting", f"{exc}", touch=False)
+    except ConnectorError as exc:  # this session's command was refused: said (once per
+        log.warning("session %s: %s", record.id, exc)  # reason), tried again next cycle
+        if record.message != str(exc):
+            run.store.add_session_event(record.id, "waiting", str(exc))
     except Exception:
         log.exception("session %s", record.id)
 
