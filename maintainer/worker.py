@@ -16,6 +16,7 @@ from rq import SimpleWorker
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 from traitlets.config import Config
 
+from hpcbridge import joblog
 from hpcbridge.config import Site
 from hpcbridge.lifecycle import JobStatus
 
@@ -244,12 +245,13 @@ def run_worker(config: Config | None = None, burst: bool = False,
                parent_pid: int | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT/SIGHUP or, with burst, idle; `parent_pid`: the
     supervising maintainer (the worker stops when it is gone)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    joblog.configure(joblog.log_format_of(config or Config()))
     for noisy in ("alembic", "asyncssh", "rq"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("rq.worker", "hpcbridge.maintainer"):  # the poller's failed cycles too
         logging.getLogger(name).addFilter(_QuietOutage())
     rt = R.Runtime(Site(config=config or Config()))
+    joblog.set_worker(rt.worker_id)
     R.install(rt)
     stop = threading.Event()
     poller = Poller(rt, stop)

@@ -40,8 +40,8 @@ ROUTES = [
      {200: [S.HPCInfo]}, True),
     ("post", "/admin/hpcs/{hpc_id}/resume", "Admit jobs to an HPC again (admin)", None,
      {200: [S.HPCInfo]}, True),
-    ("get", "/admin/workers", "Maintainer workers and their leases (admin)", None,
-     {200: [S.WorkerInfo]}, True),
+    ("get", "/admin/workers", "Maintainer workers: heartbeats, leases and the jobs each "
+     "holds (admin)", None, {200: [schemas_admin.WorkerHealth]}, True),
     *schemas_sweeps.ROUTES, *schemas_sessions.ROUTES, *schemas_admin.ROUTES,
 ]
 _STATUS = {"type": "array", "items": {"type": "string", "enum": list(STATUSES)},

@@ -11,6 +11,7 @@ import uuid
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
+from hpcbridge import joblog
 from hpcbridge import schemas as S
 from hpcbridge.clock import aware
 from hpcbridge.errors import code_for_status
@@ -205,6 +206,7 @@ class APIHandler(web.RequestHandler):
         job = self.ctx.store.get_job(job_id, user=user)
         if job is None:
             raise E.NotFound(f"no job {job_id}")
+        joblog.bind(job)  # this request's log lines name the job (its own context)
         return job
 
     def status_filter(self) -> list[str]:
