@@ -42,7 +42,8 @@ def routes(p: str, jid: str) -> list[tuple]:
 class AdminHandler(APIHandler):
     async def prepare(self):
         await super().prepare()
-        self.require_admin()
+        if self.request.method in self.allowed_methods():  # else: the 405 says which are
+            self.require_admin()
 
     def key(self, *parts: str) -> str:
         """A Redis key of the maintainer's (maintainer/runtime.Runtime.key)."""
