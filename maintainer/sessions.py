@@ -101,8 +101,10 @@ def decide(record, state, now: dt.datetime, conf) -> Decision:
     of its job (None when it has no job yet or the scheduler did not say)."""
     ended = state is not None and state.status in ENDED
     if record.stop_requested or record.status == "stopping":
-        return Decision(STOP, record.message or "stopped on request", "stopped",
-                        cancel=not ended)
+        asked = record.message or ""
+        message = asked.replace("stop requested by", "stopped by", 1) \
+            if asked.startswith("stop requested by") else "stopped on request"
+        return Decision(STOP, message, "stopped", cancel=not ended)
     if record.status == "starting":
         if ended:
             return Decision(STOP, "the service ended before it listened: "

@@ -212,13 +212,16 @@ class ProxyHandler(APIHandler):
         except Exception as exc:
             raise service_error(exc) from exc
 
-    async def next_event(self):
-        """The service's next h11 event, reading as needed (a deadline per read)."""
+    async def next_event(self, before_waiting=None):
+        """The service's next h11 event, reading as needed (a deadline per read);
+        `before_waiting` is awaited first whenever a read must wait for the service."""
         timeout = self.ctx.session_settings.proxy_response_timeout
         while True:
             event = self.h11conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            if before_waiting is not None:
+                await before_waiting()
             data = await asyncio.wait_for(self.tunnel.reader.read(CHUNK), timeout)
             self.h11conn.receive_data(data)
 
@@ -256,14 +259,14 @@ class ProxyHandler(APIHandler):
             self.set_header("Connection", "Upgrade")
 
     async def copy_body(self) -> None:
-        """The body as it comes, piece by piece; a service that breaks off mid-body closes
-        the caller's connection (the head is out: no error answer is possible then)."""
+        """The body as it comes: what arrived is sent on before the proxy waits for more
+        (a body that came whole leaves in one write, with its length); a service that breaks
+        off mid-body closes the caller's connection (no error answer is possible then)."""
         try:
             while True:
-                event = await self.next_event()
+                event = await self.next_event(before_waiting=self.flush_written)
                 if isinstance(event, h11.Data):
                     self.write(bytes(event.data))
-                    await self.flush()
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                     break
         except (iostream.StreamClosedError, asyncio.CancelledError):
@@ -273,6 +276,10 @@ class ProxyHandler(APIHandler):
             self.request.connection.stream.close()
             return
         self.finish()
+
+    async def flush_written(self) -> None:
+        if self._write_buffer:
+            await self.flush()
 
     async def splice(self) -> None:
         """After the service's 101: the 101 to the caller, then bytes both ways until

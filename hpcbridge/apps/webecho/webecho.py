@@ -55,6 +55,8 @@ def frame(opcode, payload):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # head and body in one write (flushed after each request)
+    disable_nagle_algorithm = True
 
     def allowed(self):
         if self.headers.get("Authorization") != f"token {TOKEN}" or \
@@ -100,6 +102,7 @@ class Handler(BaseHTTPRequestHandler):
                 opcode, payload = read_frame(self.rfile)
                 if opcode == 8:  # close: answer it and end
                     self.wfile.write(frame(8, payload[:2]))
+                    self.wfile.flush()
                     break
                 if opcode == 9:  # ping
                     self.wfile.write(frame(10, payload))
