@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import httpx
+import psutil
 import pytest
 from services import Services, new_pg_database, remove_remote, slurm_hpc, wait_for_sshd
 from tornado.httpclient import HTTPRequest
@@ -121,15 +122,24 @@ def test_session_lifecycle(svc, stack, hub):
     sid = made.json()["id"]
     mute = alice.post("sessions", json={"app": "webecho", "hpc": "slurm",
                                         "params": {"listen": False}}).json()
+    gone = alice.post("sessions", json={"app": "webecho", "hpc": "slurm"}).json()
     assert alice.post("sessions", json={"app": "hello", "hpc": "slurm"}).status_code == 422
 
     info = wait_status(alice, sid, ("running", "stopped"), 240, svc)
     assert info["status"] == "running", alice.get(f"sessions/{sid}/events").text
     check_proxy(svc, alice, info, hub["tokens"]["alice"])
+    assert 1 <= ssh_connections(svc) <= 2  # the pool's connections carry every tunnel
+    now = alice.get(f"sessions/{sid}").json()
+    assert now["last_activity_at"] > now["running_at"]  # the proxy's traffic is activity
+    assert alice.post(f"sessions/{sid}/keepalive").status_code == 204
+    # the owner stops one: stopping at once, then stopped by the maintainer
+    stopping = alice.delete(f"sessions/{gone['id']}")
+    assert stopping.status_code == 202 and stopping.json()["status"] == "stopping"
     # bob: neither the session nor its proxy exists for him; the admin sees both
     assert bob.get(f"sessions/{sid}").status_code == 404
     assert bob.get(svc.url + info["url"]).status_code == 404
     assert bob.delete(f"sessions/{sid}").status_code == 404
+    assert bob.post(f"sessions/{sid}/keepalive").status_code == 404
     assert sid not in {s["id"] for s in bob.get("sessions").json()}
     assert admin.get(svc.url + info["url"]).status_code == 200
 
@@ -143,6 +153,9 @@ def test_session_lifecycle(svc, stack, hub):
     time.sleep(3)
     assert alice.get(f"sessions/{sid}").json()["charged_seconds"] > before + 2
 
+    gone = wait_status(alice, gone["id"], ("stopped",), 60, svc)
+    assert gone["message"] == "stopped by its owner", gone
+
     # the service that never listens: stopped with the reason, its job cancelled
     mute = wait_status(alice, mute["id"], ("stopped",), 240, svc)
     events = alice.get(f"sessions/{mute['id']}/events").json()
@@ -154,8 +167,10 @@ def test_session_lifecycle(svc, stack, hub):
     assert [e["type"] for e in events][-1] == "idle", events
     scheduler_id = [e for e in events if e["type"] == "submitted"][0]["message"].split()[-1]
     assert squeue_state(stack, scheduler_id) in ("", "COMPLETING")
-    wall = (_time(info["stopped_at"]) - _time(info["created_at"]))
-    assert 0 < info["charged_seconds"] <= wall
+    # no time lost, the middleware's restart included: charged from the job's start on
+    ran = _time(info["stopped_at"]) - _time(info["running_at"])
+    assert ran - 1 <= info["charged_seconds"] <= _time(info["stopped_at"]) - _time(
+        info["created_at"]), (ran, info)
     quota = alice.get("sessions/quota").json()
     assert quota["used_seconds"] >= info["charged_seconds"]
     assert alice.get(svc.url + info["url"]).status_code == 409
@@ -167,6 +182,14 @@ def test_session_lifecycle(svc, stack, hub):
     assert refused.status_code == 409 and "used" in refused.json()["message"], refused.text
     assert bob.put("admin/users/alice/session-quota", json={"limit_seconds": 9}
                    ).status_code == 403
+
+
+def ssh_connections(svc) -> int:
+    """The middleware's TCP connections to the login node's sshd."""
+    port = svc.stack["ssh"]["port"]
+    conns = psutil.Process(svc.procs["server"].pid).net_connections(kind="tcp")
+    return sum(1 for c in conns if c.raddr and c.raddr.port == port
+               and c.status == psutil.CONN_ESTABLISHED)
 
 
 def _time(text: str) -> float:
