@@ -24,6 +24,7 @@ import weakref
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from rq import Queue
 from sqlalchemy import func
 from sqlmodel import select
 from tornado.ioloop import IOLoop
@@ -269,7 +270,7 @@ class ScrapeCollector:
         redis, prefix = self.ctx.queue.redis, self.ctx.site.queue_prefix
         pipe = redis.pipeline(transaction=False)
         for hpc in self.ctx.hpcs:
-            pipe.llen(f"rq:queue:{queue_name(prefix, hpc)}")
+            pipe.llen(Queue.redis_queue_namespace_prefix + queue_name(prefix, hpc))
         for hpc, n in zip(self.ctx.hpcs, pipe.execute()):
             depth.add_metric([hpc], n)
         yield depth

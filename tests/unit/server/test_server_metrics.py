@@ -132,7 +132,9 @@ async def test_who_may_read_metrics_and_what_a_scrape_says(served, tmp_path):
             assert (r.status_code, r.json()["error"]) == (status, code)
         assert (await get("t-admin")).status_code == 200
 
-        ctx.store.create_job(user="alice", app="x", hpc="local", params={}, resources={})
+        job = ctx.store.create_job(user="alice", app="x", hpc="local", params={},
+                                   resources={})
+        assert ctx.queue.advance(job.id, "local")  # a task for the (absent) workers
         results = tmp_path / "data" / "results" / "j1"
         results.mkdir(parents=True)
         (results / "out.txt").write_bytes(b"x" * 1000)
@@ -143,7 +145,7 @@ async def test_who_may_read_metrics_and_what_a_scrape_says(served, tmp_path):
         got = samples(r.text)
         assert got[("hpcbridge_jobs", (("hpc", "local"), ("status", "queued")))] == 1
         assert got[("hpcbridge_jobs", (("hpc", "local"), ("status", "running")))] == 0
-        assert got[("hpcbridge_queue_depth", (("hpc", "local"),))] == 0
+        assert got[("hpcbridge_queue_depth", (("hpc", "local"),))] == 1
         assert got[("hpcbridge_artifact_bytes", (("store", "results"),))] == 1000
         assert got[("hpcbridge_hub_lookups_total", (("result", "user"),))] == 2
         assert got[("hpcbridge_hub_lookups_total", (("result", "unknown"),))] == 1
