@@ -17,18 +17,20 @@ from hpcbridge.config import ConfigFileApp, Site
 
 from .config import Maintainer
 from .metrics import MaintainerMetrics, PoolMetrics
+from .notify import Notifier
 from .worker import run_worker
 
 log = logging.getLogger("hpcbridge.maintainer")
 
 
 def configurable_classes() -> list[type[Configurable]]:
-    """Every class a maintainer reads from hpcbridge_config.py: Site, Maintainer, and any
+    """Every class a maintainer reads from hpcbridge_config.py: Site, Maintainer, its
+    metrics and notifications, and any
     built-in scheduler handler that is itself configurable (none is today: an HPC's
     Slurm commands and batch prelude are part of its Site.hpcs entry)."""
     from hpcbridge.connectors.handlers import BUILTIN_HANDLERS
     handlers = [cls for cls in BUILTIN_HANDLERS.values() if issubclass(cls, Configurable)]
-    return [Site, Maintainer, MaintainerMetrics, *handlers]
+    return [Site, Maintainer, MaintainerMetrics, Notifier, *handlers]
 
 
 class MaintainerApp(ConfigFileApp):
