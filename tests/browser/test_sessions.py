@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import httpx
 import pytest
-from conftest import start_lab, stop_lab
+from conftest import dismiss_toasts, start_lab, stop_lab
 from playwright.sync_api import expect
 from services import Services, remove_remote, slurm_hpc
 
@@ -59,12 +60,26 @@ def bridge(stack, hub, redis_url, hpc_jupyter, tmp_path_factory):
         f"export HPCBRIDGE_NOTEBOOK_DIR=$HOME/{work}"])]
     services.start()
     yield services
-    admin = services.client(hub.tokens["admin"])
-    for session in admin.get("sessions", params={"all": "1"}).json():
-        if session["status"] in ("starting", "running"):
-            admin.delete(f"sessions/{session['id']}")
+    stop_sessions(services, hub.tokens["admin"], stack)
     services.stop()
     remove_remote(stack, work)
+
+
+def stop_sessions(services: Services, admin_token: str, stack: dict) -> None:
+    """Stop every session and wait for the maintainer to cancel their jobs (a session job
+    left running holds the cluster's CPUs for its whole time limit); scancel what is
+    still there after 60 s."""
+    admin = services.client(admin_token)
+    sessions = admin.get("sessions", params={"all": "1"}).json()
+    for session in sessions:
+        if session["status"] in ("starting", "running"):
+            admin.delete(f"sessions/{session['id']}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+            s["status"] != "stopped" for s in admin.get("sessions", params={"all": "1"}).json()):
+        time.sleep(1)
+    for session in sessions:
+        on_login_node(stack, f"scancel --name=hpcbridge-session-{session['id']}", 30)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +136,7 @@ def test_jupyterlab_session_from_the_panel(lab_page, lab, bob_lab, bridge, hub, 
     inner.locator(".jp-LauncherCard").first.wait_for(timeout=120_000)
     inner.locator(".jp-LauncherCard[data-category='Notebook']").first.click()
     run_cell(inner, "import socket; print(6 * 7, 'from', socket.gethostname())", "42 from")
+    dismiss_toasts(inner, "Jupyter news")
     shoot(inner, "session-jupyterlab.png")
     assert not [e for e in page.errors if "hpcbridge" in e], page.errors
 

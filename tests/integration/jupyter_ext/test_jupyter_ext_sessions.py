@@ -238,8 +238,12 @@ def test_a_real_session_through_the_extension(slurm_middleware, hub, jupyter_ser
         with pytest.raises(httpclient.HTTPClientError) as refused:
             asyncio.run(_echo_through(bob.url.replace("http", "ws", 1) + info["url"] + "ws"))
         assert refused.value.code == 404
-    finally:
+    finally:  # its job cancelled before the maintainer stops (else it holds a CPU)
         assert alice.api.delete(f"sessions/{info['id']}").status_code == 202
+        deadline = time.monotonic() + 60
+        while alice.api.get(f"sessions/{info['id']}").json()["status"] != "stopped":
+            assert time.monotonic() < deadline, "the session did not stop in 60 s"
+            time.sleep(0.5)
 
 
 async def _echo_through(url: str) -> list:
