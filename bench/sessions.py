@@ -7,7 +7,8 @@ sessions of the bundled `webecho` service app at once, then measure:
   listening, the maintainer's next poll), per session;
 - latency: `GET` of the service's page through the proxy (client → middleware → SSH
   direct-tcpip → service) against the same request sent directly to the service's port,
-  sequentially on keep-alive connections;
+  and against a plain `GET /sessions/{id}` of the API (the middleware's own cost per
+  request: token check, one database read), sequentially on keep-alive connections;
 - SSH connections: the middleware's TCP connections to sshd while `--sockets` WebSockets
   and as many concurrent HTTP requests are open over the sessions (its pool's bound:
   HPCConfig.connections, 2 here), and echo round trips through them.
@@ -134,6 +135,8 @@ def run(args, stack, db_url: str) -> dict:
         with httpx.Client(timeout=30) as client:
             proxied = timed_gets(client, svc.url + sessions[0]["url"],
                                  {"Authorization": f"token {token}"}, args.requests)
+            api = timed_gets(client, f"{svc.api}/sessions/{record.id}",
+                             {"Authorization": f"token {token}"}, args.requests)
             direct = timed_gets(client, f"http://{record.node}:{record.port}"
                                 f"{record.base_url}",
                                 {"Authorization": f"token {record.secret}"}, args.requests)
@@ -155,6 +158,7 @@ def run(args, stack, db_url: str) -> dict:
     return {"sessions": args.sessions, "start_to_running_s": {
         "median": round(statistics.median(starts), 2), "max": round(starts[-1], 2)},
         "get_ms_proxied": ms(proxied), "get_ms_direct": ms(direct),
+        "get_ms_api_baseline": ms(api),
         "pool_connections_configured": svc.hpcs[0].get("connections", 2), **load}
 
 

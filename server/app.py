@@ -27,7 +27,7 @@ from .limits import DEFAULT_MAX_BODY_BYTES, Slots
 from .openapi import build_openapi
 from .queue import JobQueue
 from .secrets import hide_password, loggable_path, redact
-from .sessionproxy import Tunnels
+from .sessiontunnels import Tunnels
 from .store import Store
 from .uploadstore import clean_up, private_dir
 

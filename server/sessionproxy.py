@@ -15,9 +15,7 @@ written at most every SessionSettings.activity_write_seconds per session."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 
 import h11
 from tornado import iostream, web
@@ -26,6 +24,9 @@ from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable, RemoteTi
 
 from . import errors as E
 from .handlers.base import APIHandler
+from .sessiontunnels import ACTIVITY, IDLE, Tunnels
+
+__all__ = ["ProxyHandler", "Tunnels"]
 
 log = logging.getLogger("hpcbridge.server")
 MAX_HEADER_BYTES = 64 << 10
@@ -33,8 +34,9 @@ CHUNK = 64 << 10
 # never forwarded either way (RFC 9110 7.6.1), nor the caller's credentials toward the service
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
               "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+# (Expect: tornado answers 100-continue to the caller itself)
 TO_SERVICE_DROPPED = HOP_BY_HOP | {"authorization", "cookie", "host", "content-length",
-                                   "x-hpcbridge-api-prefix"}
+                                   "expect", "x-hpcbridge-api-prefix"}
 FROM_SERVICE_DROPPED = HOP_BY_HOP | {"set-cookie", "content-length", "server", "date"}
 
 
@@ -44,77 +46,6 @@ class BadGateway(E.APIError):
 
 class GatewayTimeout(E.APIError):
     code = "gateway_timeout"
-
-
-class LocalTunnel:
-    """A plain TCP connection (an HPC run on this machine: the local scheduler)."""
-
-    def __init__(self, reader, writer):
-        self.reader, self.writer = reader, writer
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-class Tunnels:
-    """The middleware's way to the services: one transport per HPC (its connector pool),
-    made on first use in the serving loop, closed at shutdown."""
-
-    def __init__(self, hpcs: dict, registry: dict):
-        self.hpcs, self.registry = hpcs, registry
-        self.transports: dict = {}
-
-    def transport(self, hpc_id: str):
-        if hpc_id not in self.transports:
-            cfg = self.hpcs[hpc_id]
-            self.transports[hpc_id] = self.registry[cfg.scheduler].default_transport(cfg)
-        return self.transports[hpc_id]
-
-    async def open(self, hpc_id: str, host: str, port: int, timeout: float):
-        if hpc_id not in self.hpcs:
-            raise HPCUnavailable(f"HPC {hpc_id} is no longer configured")
-        transport = self.transport(hpc_id)
-        if hasattr(transport, "open_tunnel"):
-            return await transport.open_tunnel(host, port, timeout)
-        try:
-            return LocalTunnel(*await asyncio.wait_for(asyncio.open_connection(host, port),
-                                                       timeout))
-        except asyncio.TimeoutError:
-            raise RemoteTimeout(f"connecting to {host}:{port}: no answer in {timeout:g} s") \
-                from None
-        except OSError as exc:
-            from hpcbridge.connectors.pool import TunnelRefused
-            raise TunnelRefused(f"{host}:{port} refused: {exc}") from exc
-
-    def connections(self) -> int:
-        """SSH connections opened so far (for measurements)."""
-        return sum(getattr(t, "connections_opened", 0) for t in self.transports.values())
-
-    async def close(self) -> None:
-        for transport in self.transports.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(transport.close(), 10)
-
-
-class Activity:
-    """When each session's activity was last written (per process): one write per period."""
-
-    def __init__(self):
-        self.written: dict[str, float] = {}
-
-    def seen(self, store, session_id: str, period: float) -> None:
-        now = time.monotonic()
-        if now - self.written.get(session_id, -1e9) < period:
-            return
-        self.written[session_id] = now
-        try:
-            store.touch_session(session_id)
-        except Exception:  # a missed activity write is no reason to fail the traffic
-            log.warning("could not record activity of session %s", session_id, exc_info=True)
-
-
-ACTIVITY = Activity()
 
 
 def service_error(exc: Exception) -> E.APIError:
@@ -145,19 +76,55 @@ class ProxyHandler(APIHandler):
         conf = self.ctx.session_settings
         self.record = self.running_session(self.path_kwargs["session_id"])
         ACTIVITY.seen(self.ctx.store, self.record.id, conf.activity_write_seconds)
+        self.head = h11.Request(method=self.request.method, target=self.target(),
+                                headers=self.upstream_headers())
+        self.reused = self.bodiless() and (tunnel := IDLE.take(self.record.id)) is not None
         try:
-            self.tunnel = await self.ctx.tunnels.open(
-                self.record.hpc, self.record.node, self.record.port,
-                conf.proxy_connect_timeout)
-            self.h11conn = h11.Connection(h11.CLIENT,
-                                          max_incomplete_event_size=MAX_HEADER_BYTES)
-            await self.send_upstream(h11.Request(method=self.request.method,
-                                                 target=self.target(),
-                                                 headers=self.upstream_headers()))
+            if self.reused:  # the head goes with the first read (response_head)
+                self.tunnel = tunnel
+            else:
+                await self.open_tunnel()
+                await self.send_head()
         except E.APIError:
             raise
         except Exception as exc:
             raise service_error(exc) from exc
+
+    async def open_tunnel(self) -> None:
+        self.tunnel = await self.ctx.tunnels.open(
+            self.record.hpc, self.record.node, self.record.port,
+            self.ctx.session_settings.proxy_connect_timeout)
+
+    async def send_head(self) -> None:
+        self.h11conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+        await self.send_upstream(self.head)
+
+    def bodiless(self) -> bool:
+        """No body and no upgrade: safe to send again on a fresh connection."""
+        headers = self.request.headers
+        return not self.websocket() and "Content-Length" not in headers and \
+            "Transfer-Encoding" not in headers
+
+    async def response_head(self):
+        """The service's response head; a kept connection the service closed meanwhile
+        is replaced by a fresh one, once (the request has no body: nothing is lost)."""
+        try:
+            if self.h11conn is None:
+                await self.send_head()
+            await self.send_upstream(h11.EndOfMessage())  # an upgrade's too: no body
+            response = await self.next_event()
+            if isinstance(response, h11.ConnectionClosed):
+                raise h11.RemoteProtocolError("the connection closed before an answer")
+        except Exception as exc:
+            if not self.reused:
+                raise
+            log.debug("kept connection to session %s closed: %s", self.record.id, exc)
+            self.tunnel.close()
+            self.reused = False
+            await self.open_tunnel()
+            await self.send_head()
+            return await self.response_head()
+        return response
 
     def running_session(self, session_id: str):
         user = None if self.user.admin else self.user.name
@@ -227,8 +194,7 @@ class ProxyHandler(APIHandler):
 
     async def forward(self, session_id=None, rest=None):
         try:
-            await self.send_upstream(h11.EndOfMessage())  # an upgrade's too: no body
-            response = await self.next_event()
+            response = await self.response_head()
             while isinstance(response, h11.InformationalResponse) and \
                     response.status_code != 101:
                 response = await self.next_event()
@@ -269,12 +235,17 @@ class ProxyHandler(APIHandler):
                     self.write(bytes(event.data))
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                     break
-        except (iostream.StreamClosedError, asyncio.CancelledError):
+        except iostream.StreamClosedError:
+            return  # the caller went away: on_connection_close closed the tunnel
+        except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("session %s: the service's body broke off: %s", self.record.id, exc)
             self.request.connection.stream.close()
             return
+        if self.h11conn.our_state is h11.DONE and self.h11conn.their_state is h11.DONE:
+            IDLE.give(self.record.id, self.tunnel)  # reusable: the next request's
+            self.tunnel = None
         self.finish()
 
     async def flush_written(self) -> None:
