@@ -302,9 +302,9 @@ def check_listening(run, hpc, conf, record) -> None:
         return  # not listening yet
     if not data:  # missing (the SFTP transport reads a missing file as empty): not yet
         return
-    if len(data) > conf.max_port_file_bytes:
-        raise ValueError(f"{SESSION_FILE} is larger than {conf.max_port_file_bytes} bytes")
     try:
+        if len(data) > conf.max_port_file_bytes:
+            raise ValueError(f"larger than {conf.max_port_file_bytes} bytes")
         node, port = parse_session_file(data)
     except ValueError as exc:
         return stop(run, hpc, record, Decision(
