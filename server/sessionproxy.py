@@ -100,10 +100,10 @@ class ProxyHandler(APIHandler):
         await self.send_upstream(self.head)
 
     def bodiless(self) -> bool:
-        """No body and no upgrade: safe to send again on a fresh connection."""
+        """Idempotent, no body, no upgrade: safe to send again on a fresh connection."""
         headers = self.request.headers
-        return not self.websocket() and "Content-Length" not in headers and \
-            "Transfer-Encoding" not in headers
+        return self.request.method in ("GET", "HEAD", "OPTIONS") and not self.websocket() \
+            and "Content-Length" not in headers and "Transfer-Encoding" not in headers
 
     async def response_head(self):
         """The service's response head; a kept connection the service closed meanwhile
@@ -116,8 +116,8 @@ class ProxyHandler(APIHandler):
             if isinstance(response, h11.ConnectionClosed):
                 raise h11.RemoteProtocolError("the connection closed before an answer")
         except Exception as exc:
-            if not self.reused:
-                raise
+            if not self.reused or isinstance(exc, asyncio.TimeoutError):
+                raise  # (a slow answer is the service's, not a closed connection's)
             log.debug("kept connection to session %s closed: %s", self.record.id, exc)
             self.tunnel.close()
             self.reused = False
