@@ -197,3 +197,32 @@ describe('PanelModel', () => {
     model.dispose();
   });
 });
+
+describe('PanelModel sweeps', () => {
+  beforeEach(() => {
+    jest.useFakeTimers();
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  it('asks for the sweeps only once the list holds a sweep element (or a sweep was sent)', async () => {
+    let jobs: any[] = [job('a', 'running')];
+    const api: any = fakeApi({ jobs: () => jobs });
+    const sweep = { id: 's1', size: 2, finished: 1, progress: 0.5, counts: { running: 1 } };
+    api.listSweeps = jest.fn(async () => ({ sweeps: [sweep], total: 1 }));
+    const model = new PanelModel({ api });
+    model.setVisible(true);
+    await jest.advanceTimersByTimeAsync(0);
+    expect(api.listSweeps).not.toHaveBeenCalled();
+    model.refresh(true); // a sweep was just submitted
+    await jest.advanceTimersByTimeAsync(0);
+    expect(api.listSweeps).toHaveBeenCalledTimes(1);
+    expect(model.sweeps.s1.progress).toBe(0.5);
+    jobs = [{ ...job('b', 'running'), sweep_id: 's1', sweep_index: 0 }];
+    await jest.advanceTimersByTimeAsync(3000); // the list has none yet when the poll starts
+    await jest.advanceTimersByTimeAsync(3000);
+    expect(api.listSweeps).toHaveBeenCalledTimes(2);
+    model.dispose();
+  });
+});
