@@ -68,6 +68,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "not_found": ErrorCode(404, NotFound),
     "method_not_allowed": ErrorCode(405, HPCBridgeError),
     "conflict": ErrorCode(409, Conflict),
+    "session_quota_exceeded": ErrorCode(409, QuotaExceeded),
     "payload_too_large": ErrorCode(413, ValidationError),
     "validation_error": ErrorCode(422, ValidationError),
     "too_many_requests": ErrorCode(429, Unavailable),

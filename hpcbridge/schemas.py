@@ -79,6 +79,8 @@ class AppInfo(Model):
     id: str
     name: str
     description: str = ""
+    kind: Literal["batch", "service"] = Field("batch", description="batch: submit it as a "
+                                              "job; service: start it as a session")
     container: str | None = None
     supported_hpc: list[str]
     default_hpc: str | None = None

@@ -70,7 +70,7 @@ ROUTES: list[tuple] = [
     ("get", "/sessions/{session_id}", "One session", None, {200: SessionInfo}, False),
     ("delete", "/sessions/{session_id}", "Stop a session", None, {202: SessionInfo}, False),
     ("post", "/sessions/{session_id}/keepalive", "Record activity: the idle stop waits",
-     None, {204: "binary"}, False),  # no body (openapi.py has no empty response yet)
+     None, {204: None}, False),
     ("get", "/sessions/{session_id}/events", "A session's events", None,
      {200: [EventInfo]}, False),
     *((method, PROXY, PROXY_SUMMARY, None, {200: "binary"}, False)

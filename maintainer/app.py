@@ -14,10 +14,10 @@ from traitlets.config import Configurable
 
 from hpcbridge import __version__
 from hpcbridge.config import ConfigFileApp, Site
+from hpcbridge.notifyrules import Notifier
 
 from .config import Maintainer
 from .metrics import MaintainerMetrics, PoolMetrics
-from .notify import Notifier
 from .worker import run_worker
 
 log = logging.getLogger("hpcbridge.maintainer")

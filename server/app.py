@@ -13,6 +13,7 @@ from traitlets import Float, Int, Type, Unicode, default
 
 from hpcbridge import __version__
 from hpcbridge.config import ConfigFileApp, Site
+from hpcbridge.notifyrules import Notifier
 from hpcbridge.sessionconfig import SessionSettings
 
 from . import handlers as H
@@ -90,7 +91,7 @@ class HPCBridgeServer(ConfigFileApp):
     version = __version__
     description = "The hpcbridge middleware: REST API, job store and queue."
     classes = [Site, HubAuthenticator, StaticTokenAuthenticator, CyberGISCompat,
-               SessionSettings]
+               SessionSettings, Notifier, metrics.Metrics]
     aliases = {"ip": "HPCBridgeServer.ip", "port": "HPCBridgeServer.port",
                "config": "HPCBridgeServer.config_file", "data-dir": "Site.data_dir",
                "db-url": "Site.db_url", "redis-url": "Site.redis_url",

@@ -51,6 +51,10 @@ class QuotaExceeded(APIError):
     code = "quota_exceeded"
 
 
+class SessionQuotaExceeded(APIError):
+    code = "session_quota_exceeded"  # 409: the session time is spent, not the CPU quota
+
+
 class TooManyRequests(APIError):
     code = "too_many_requests"
 

@@ -118,6 +118,9 @@ def build_openapi(prefix: str = "/api/v1") -> dict:
             op["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": _ref(request)}}}
         for status, model in responses.items():
+            if model is None:  # no body (204)
+                op["responses"][str(status)] = {"description": summary}
+                continue
             if model == "binary":
                 # a file as it is; a folder as a zip
                 content = {"application/octet-stream": {"schema": {"type": "string"}},
@@ -153,7 +156,7 @@ def _models(route):
     for model in responses.values():
         if isinstance(model, list):
             yield model[0]
-        elif not isinstance(model, str):
+        elif model is not None and not isinstance(model, str):
             yield model
 
 

@@ -28,21 +28,26 @@ from .storesweeps import SweepRecords
 
 
 def private_file(path: str) -> None:
-    """Only the service's account may read the database: 0600 (it holds every job)."""
-    if path and path != ":memory:":
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    """Only the service's account may read the database: 0600 (it holds every job).
+
+    An existing database is never opened here: closing any descriptor of it drops every
+    POSIX lock this process's SQLite connections hold on it, and then another process
+    that closes its last connection checkpoints and deletes the WAL under them: their
+    later commits are lost (seen with a middleware restarted beside a busy maintainer)."""
+    if not path or path == ":memory:":
+        return
+    if not os.path.lexists(path):
+        try:  # nobody has it open yet: creating it private is safe
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o600))
         except OSError:
             return  # SQLite reports what is wrong with the path
+    for name in (path, path + "-wal", path + "-shm"):
         try:
-            os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
-        for suffix in ("-wal", "-shm"):
-            try:
-                os.chmod(path + suffix, 0o600)
-            except FileNotFoundError:
-                pass
+            if not os.path.islink(name):
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 def make_engine(url: str):

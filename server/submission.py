@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcbridge import schemas as S
-from hpcbridge.maintainer.notify import Notifier, channel_problem, email_problem, webhook_problem
 from hpcbridge.manifest import check_submission, parse_manifest, raise_for
+from hpcbridge.notifyrules import Notifier, channel_problem, email_problem, webhook_problem
 
 from . import errors as E
 
@@ -39,16 +39,28 @@ def app_info(app, hpcs: dict) -> S.AppInfo:
     default = manifest.default_hpc if manifest.default_hpc in supported else \
         (supported[0] if supported else None)
     return S.AppInfo(id=app.id, name=manifest.name, description=manifest.description,
+                     kind=manifest.kind,
                      container=manifest.container, supported_hpc=supported, default_hpc=default,
                      require_upload_data=manifest.require_upload_data,
                      param_rules=manifest.param_rules,
                      slurm_input_rules=manifest.slurm_input_rules)
 
 
-def find_app(store, app_id: str):
+# what to do instead with an app of the other kind
+_KIND_HINT = {"batch": "is a batch app: submit it as a job (POST /jobs)",
+              "service": "is an interactive service: start it as a session (POST /sessions)"}
+
+
+def find_app(store, app_id: str, kind: str = "batch"):
+    """The app of that kind (batch: jobs and sweeps; service: sessions); an unknown app or
+    one of the other kind is a 422."""
     app = store.get_app(app_id)
     if app is None:
         raise E.ValidationFailed(f"no app {app_id}", [{"loc": ["app"], "msg": "unknown app"}])
+    actual = parse_manifest(app.manifest).kind
+    if actual != kind:
+        raise E.ValidationFailed(f"app {app_id} {_KIND_HINT[actual]}",
+                                 [{"loc": ["app"], "msg": f"not a {kind} app"}])
     return app
 
 

@@ -11,8 +11,6 @@ from typing import Any
 from hpcbridge import schemas as S
 from hpcbridge import schemas_sessions as SS
 from hpcbridge.clock import aware
-from hpcbridge.errors import ERROR_CODES
-from hpcbridge.manifest import parse_manifest
 
 from .. import errors as E
 from ..models import new_id
@@ -22,13 +20,6 @@ from .base import APIHandler
 SID = r"(?P<session_id>[0-9a-f]{32})"
 # a prefix as a client sends it: an absolute path of safe characters, no '..' segment
 PREFIX = re.compile(r"(/[A-Za-z0-9_.~@+%-]+)+")
-
-
-class SessionQuotaExceeded(E.APIError):
-    """Session time used up: 409 (the contract), with its own code once the registry has
-    one (hpcbridge/errors.py), else the generic conflict code."""
-
-    code = "session_quota_exceeded" if "session_quota_exceeded" in ERROR_CODES else "conflict"
 
 
 def routes(prefix: str) -> list[tuple]:
@@ -108,11 +99,7 @@ class SessionsHandler(SessionAPIHandler):
         ctx, conf = self.ctx, self.ctx.session_settings
         prefix = self.prefix()  # validated before anything is recorded
         request = self.body(SessionRequest)
-        app = find_app(ctx.store, request.app)
-        if parse_manifest(app.manifest).kind != "service":
-            raise E.ValidationFailed(
-                f"app {app.id} is a batch app: submit it as a job (POST /jobs)",
-                [{"loc": ["app"], "msg": "not a service app"}])
+        app = find_app(ctx.store, request.app, kind="service")
         hpc_id, params, resources = check_rules(
             app_info(app, ctx.hpcs), ctx.hpcs,
             SimpleNamespace(hpc=request.hpc, params=request.params,
@@ -139,7 +126,7 @@ class SessionsHandler(SessionAPIHandler):
         if limit is None:
             return None
         if used >= limit:
-            raise SessionQuotaExceeded(
+            raise E.SessionQuotaExceeded(
                 f"session time quota used up: {used / 3600:.2f} of {limit / 3600:.2f} hours "
                 f"({used:.0f} of {limit:.0f} s) used; ask an administrator for more")
         return limit - used

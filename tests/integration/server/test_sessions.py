@@ -180,6 +180,7 @@ def test_session_lifecycle(svc, stack, hub):
                      json={"limit_seconds": 1}).status_code == 200
     refused = alice.post("sessions", json={"app": "webecho", "hpc": "slurm"})
     assert refused.status_code == 409 and "used" in refused.json()["message"], refused.text
+    assert refused.json()["error"] == "session_quota_exceeded"
     assert bob.put("admin/users/alice/session-quota", json={"limit_seconds": 9}
                    ).status_code == 403
 

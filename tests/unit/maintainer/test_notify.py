@@ -21,18 +21,15 @@ from hpcbridge.clock import utcnow
 from hpcbridge.config import Site
 from hpcbridge.maintainer import notify
 from hpcbridge.maintainer.notify import (
-    Notifier,
     Outbox,
     Permanent,
-    channel_problem,
-    email_problem,
     mail,
     payload,
     public_targets,
     retry_delay,
     signature,
-    webhook_problem,
 )
+from hpcbridge.notifyrules import Notifier, channel_problem, email_problem, webhook_problem
 
 
 def notifier(**settings) -> Notifier:
