@@ -31,7 +31,8 @@ HOP_REQUEST_HEADERS = {
 # service (which runs the user's code on a compute node)
 PRIVATE_COOKIES = ("username-", "jupyterhub-")
 MAX_MESSAGE = 256 << 20  # a notebook output with images can be large
-PING_SECONDS = 30.0  # a silent upstream is found dead after about twice this
+PING_SECONDS = 30.0  # a silent peer (either side) is found dead after about twice this
+WRITE_SECONDS = 300.0  # a side that takes no frame for this long ends the relay
 
 
 def service_cookies(header: str) -> str:
@@ -123,6 +124,14 @@ class SessionProxyHandler(websocket.WebSocketHandler, ForwardHandler):
     def max_message_size(self) -> int:
         return MAX_MESSAGE
 
+    @property
+    def ping_interval(self) -> float:
+        return PING_SECONDS
+
+    @property
+    def ping_timeout(self) -> float:
+        return PING_SECONDS
+
     async def _connect(self) -> websocket.WebSocketClientConnection | None:
         """The WebSocket to the middleware; None when it refused (answered here)."""
         app = self.extensionapp
@@ -171,17 +180,21 @@ class SessionProxyHandler(websocket.WebSocketHandler, ForwardHandler):
     async def on_message(self, message):
         # awaited by tornado before it reads the browser's next frame
         try:
-            await self._upstream.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            self.close()
+            await asyncio.wait_for(self._upstream.write_message(
+                message, binary=isinstance(message, bytes)), WRITE_SECONDS)
+        except (websocket.WebSocketClosedError, StreamClosedError, asyncio.TimeoutError):
+            self.close(1011, "the session's service does not take messages")
 
     async def _from_upstream(self) -> None:
         upstream = self._upstream
         try:
+            # no deadline on the read: a quiet service is fine (pings find a dead one)
             while (message := await upstream.read_message()) is not None:
-                await self.write_message(message, binary=isinstance(message, bytes))
-        except (websocket.WebSocketClosedError, StreamClosedError):
+                await asyncio.wait_for(self.write_message(
+                    message, binary=isinstance(message, bytes)), WRITE_SECONDS)
+        except (websocket.WebSocketClosedError, StreamClosedError, asyncio.TimeoutError):
             upstream.close()
+            self.close()
             return
         code = upstream.close_code
         # 1005/1006/1015 may not be sent in a close frame

@@ -637,6 +637,13 @@ export interface components {
              */
             description: string;
             /**
+             * Kind
+             * @description batch: submit it as a job; service: start it as a session
+             * @default batch
+             * @enum {string}
+             */
+            kind: "batch" | "service";
+            /**
              * Container
              * @default null
              */
@@ -5171,10 +5178,7 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/octet-stream": string;
-                    "application/zip": string;
-                };
+                content?: never;
             };
             /** @description Bad request */
             400: {

@@ -21,17 +21,20 @@ def test_sweep_with_a_range_from_the_form(lab_page, bridge, hub, shoot):
     t("hpcbridge-param-name").fill("Sweep")
     t("hpcbridge-param-delay").fill("1")
     t("hpcbridge-sweep-mode-lines").select_option("range")
-    # a range with a value out of the rule's bounds is caught on its field
     t("hpcbridge-sweep-start-lines").fill("1")
+    t("hpcbridge-sweep-stop-lines").fill("4")
+    t("hpcbridge-sweep-step-lines").fill("1")
+    expect(t("hpcbridge-submit")).to_have_text("Submit sweep (3 jobs)")
+    shoot(page, "sweep-form.png")
+    # a range with a value out of the rule's bounds is caught on its field, nothing sent
     t("hpcbridge-sweep-stop-lines").fill("500")
     t("hpcbridge-sweep-step-lines").fill("100")
     t("hpcbridge-submit").click()
     expect(t("hpcbridge-field-error-lines")).to_contain_text("must be at most 100")
+    assert api.get("sweeps").json()["total"] == 0
     t("hpcbridge-sweep-stop-lines").fill("4")
     t("hpcbridge-sweep-step-lines").fill("1")
     expect(t("hpcbridge-field-error-lines")).to_have_count(0)
-    expect(t("hpcbridge-submit")).to_have_text("Submit sweep (3 jobs)")
-    shoot(page, "sweep-form.png")
     t("hpcbridge-submit").click()
 
     # the list: three elements of one sweep, with its aggregate view
