@@ -15,6 +15,7 @@ import time
 
 import httpx
 import pytest
+from services import free_port
 from tornado import httpclient, web, websocket
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
@@ -114,6 +115,10 @@ def test_service_cookies_keep_only_the_services():
     assert service_cookies("") == ""
 
 
+async def _connect(url: str):
+    return await _ws(url)
+
+
 def _ws(url: str, **kwargs):
     request = httpclient.HTTPRequest(url, headers={"Authorization": f"token {JTOKEN}"},
                                      connect_timeout=10, request_timeout=10)
@@ -199,6 +204,21 @@ async def _websocket_checks(base: str):
     with pytest.raises(httpclient.HTTPClientError) as refused:
         await asyncio.wait_for(websocket.websocket_connect(base + PROXY + "ws/z"), 20)
     assert refused.value.code == 403 and len(_Seen.sockets) == seen
+
+
+@pytest.mark.slow
+def test_middleware_down_is_a_json_503_for_http_and_websocket(jupyter_server):
+    down = f"http://127.0.0.1:{free_port()}"
+    server = jupyter_server({"HPCBRIDGE_URL": down, "HPCBRIDGE_TOKEN": "t"})
+    r = server.http.get(PROXY + "lab")
+    assert r.status_code == 503 and r.json()["error"] == "middleware_unreachable", r.text
+    assert down in r.json()["message"]
+    base = server.url.replace("http", "ws", 1) + "/hpcbridge/"
+    with pytest.raises(httpclient.HTTPClientError) as refused:
+        asyncio.run(_connect(base + PROXY + "api/kernels/k/channels"))
+    assert refused.value.code == 503
+    body = json.loads(refused.value.response.body)
+    assert body["error"] == "middleware_unreachable" and down in body["message"]
 
 
 @pytest.mark.stack
