@@ -10,6 +10,9 @@ Needs the real stack (`bash stack/up.sh`); reads .stack/stack.json. One run, in 
             taken to Slurm by a real maintainer with the default two workers: jobs/s from
             the first POST to the last job's `submitted`, and SSH commands per job,
             staging included.
+  (a') drain the maintainer's own pace: as many jobs POSTed while the HPC is drained
+            (the middleware's share done first), then the drain lifted: jobs/s from then
+            to the last `submitted`.
   (b) sweep one --sweep point sweep POSTed to /api/v1/sweeps: seconds from the POST to
             the last element's `submitted`, SSH commands.
   (c) poll  more sweeps until --elements array elements are active in Slurm; then the
@@ -225,6 +228,29 @@ def wait_ready(store, red, prefix: str, workers: int, timeout: float = 60) -> No
     time.sleep(2)  # the workers' rq loops listening
 
 
+def drain_phase(svc, store, red, key: str, token: str, n: int) -> dict:
+    """The maintainer's own pace: n jobs POSTed while it is stopped (they wait in
+    `queued`), then it is started: from the first job's `staging` to the last one's
+    `submitted` (its start-up not counted)."""
+    from sqlmodel import func, select
+
+    from hpcbridge.clock import aware
+    from hpcbridge.server.models import Job
+    svc.stop("maintainer")
+    job = ("jobs", {"app": "hello", "hpc": "slurm", "params": {"lines": 1, "delay": 0}})
+    ids = [j["id"] for j in asyncio.run(post_all(svc, token, [job] * n))]
+    before = counts(red, key)
+    svc.start_maintainer()
+    end = wait_submitted(store, ids)
+    time.sleep(0.6)
+    used = window(before, counts(red, key))
+    with store.session() as s:
+        first = s.exec(select(func.min(Job.staging_at)).where(Job.id.in_(ids))).one()
+    seconds = end - aware(first).timestamp()
+    return {"jobs": n, "seconds": round(seconds, 3), "jobs_per_second": round(n / seconds, 1),
+            "commands_per_job": round(used["commands"] / n, 4), **used}
+
+
 def sweep_elements(store, sweeps: list[dict]) -> list[str]:
     from sqlmodel import select
 
@@ -310,15 +336,17 @@ def run(args, stack: dict) -> dict:
         result["jobs"] = phase(svc, store, red, key, token, [job] * args.jobs,
                                lambda made: [j["id"] for j in made])
         print(f"# (a) jobs: {result['jobs']}", file=sys.stderr, flush=True)
+        result["drain"] = drain_phase(svc, store, red, key, token, args.jobs)
+        print(f"# (a') drain: {result['drain']}", file=sys.stderr, flush=True)
         result["sweep"] = phase(svc, store, red, key, token, [sweep_body(args.sweep, "s")],
                                 lambda made: sweep_elements(store, made))
         print(f"# (b) sweep: {result['sweep']}", file=sys.stderr, flush=True)
         more = max(0, args.elements // args.sweep - 1)
+        active = 2 * args.jobs + args.sweep * (more + 1)
         filled = phase(svc, store, red, key, token,
                        [sweep_body(args.sweep, f"m{k}-") for k in range(more)],
                        lambda made: sweep_elements(store, made))
-        active = args.jobs + args.sweep * (more + 1)
-        result["poll"] = {"array_elements": args.sweep * (more + 1), "jobs": args.jobs,
+        result["poll"] = {"array_elements": args.sweep * (more + 1), "jobs": 2 * args.jobs,
                           "fill_seconds": filled["seconds"],
                           **poll_cycles(red, f"hpcbridge-test-{svc.run_id}", active,
                                         args.cycles)}
@@ -366,6 +394,9 @@ def main() -> int:
     print(f"(a) jobs  {a['jobs']}: {a['jobs_per_second']} jobs/s, {a['commands_per_job']} "
           f"SSH commands/job ({a['task_commands']} submit + {a['poll_commands']} poll), "
           f"{a['sftp_requests']} SFTP requests")
+    d = result["drain"]
+    print(f"(a') the maintainer alone, {d['jobs']} queued jobs: {d['jobs_per_second']} "
+          f"jobs/s, {d['commands_per_job']} SSH commands/job")
     print(f"(b) sweep {s['jobs']} elements: {s['seconds']} s, {s['commands']} SSH commands, "
           f"{s['sftp_requests']} SFTP requests")
     print(f"(c) poll  {p['array_elements']} elements + {p['jobs']} jobs: "

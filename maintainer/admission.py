@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from redis.exceptions import LockError
 
-from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
+from hpcbridge.lifecycle import JobStatus
 from hpcbridge.server.store import Store
 from hpcbridge.server.storebatch import BatchRecords
 
@@ -26,7 +26,8 @@ if not issubclass(Store, BatchRecords):  # TODO(lead): drop once Store lists Bat
             setattr(Store, _name, _fn)
 
 
-def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int) -> list:
+def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int,
+              load: Counter | None = None) -> list:
     """Up to n of the `queued` jobs (oldest first), in the order they should be admitted.
 
     Each pick goes to the user with the fewest jobs in the scheduler, counting the ones
@@ -36,7 +37,8 @@ def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int) -> list:
     """
     if n <= 0 or not queued:
         return []
-    load = Counter(job.user for job in in_scheduler)
+    # `load`: the jobs in the scheduler per user, when counted instead of listed
+    load = Counter(load) if load is not None else Counter(job.user for job in in_scheduler)
     lines: dict[str, list] = {}
     for job in queued:
         lines.setdefault(job.user, []).append(job)
@@ -77,10 +79,10 @@ def admit_batch(rt, job, size: int, only: list[str] | None = None) -> list[str]:
     arrays = getattr(rt.handlers[job.hpc], "supports_arrays", False)
     try:
         with rt.redis.lock(rt.key("admit", job.hpc), timeout=wait, blocking_timeout=wait):
-            in_scheduler = rt.store.active_jobs(job.hpc, IN_SCHEDULER)
-            queued = [j for j in rt.store.active_jobs(job.hpc, [JobStatus.QUEUED])
-                      if not (arrays and j.sweep_id)]
-            picked = next_to_admit(rt.hpcs[job.hpc], queued, in_scheduler)
+            load, queued = rt.store.admission_view(job.hpc)  # counts and ids: cheap
+            queued = [j for j in queued if not (arrays and j.sweep_id)]
+            picked = fair_pick(queued, (), rt.hpcs[job.hpc].capacity - sum(load.values()),
+                               load)
             if only is not None:
                 picked = [j for j in picked if j.id in only]
             picked = picked[:size]

@@ -90,8 +90,12 @@ def reassert(rt) -> int:
         if worker != rt.worker_id:
             continue
         if rt.redis.set(key, rt.worker_id, nx=True, px=CLAIM_TTL_MS):
+            if (worker, job_id) not in _held:  # released meanwhile (another thread):
+                rt.redis.register_script(RELEASE)(keys=[key], args=[rt.worker_id])
+                continue  # a claim written back now would outlive its task
             count += 1
-        elif (rt.redis.get(key) or b"").decode() != rt.worker_id:
+        elif (rt.redis.get(key) or b"").decode() != rt.worker_id and \
+                (worker, job_id) in _held:
             log.warning("claim of %s was taken by another worker while Redis was away",
                         job_id)
     return count

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, update
 from sqlmodel import select
 
 from hpcbridge.clock import utcnow
-from hpcbridge.lifecycle import FINAL, TIMESTAMPS, sources_of
+from hpcbridge.lifecycle import FINAL, IN_SCHEDULER, TIMESTAMPS, JobStatus, sources_of
 
 from .models import Event, Job, Sweep
 
@@ -91,6 +92,17 @@ class BatchRecords:
                                  {"_id": row["job_id"], "v_message": row["message"],
                                   "v_updated_at": now})
             s.commit()
+
+    def admission_view(self, hpc: str) -> tuple[Counter, list]:
+        """What admission needs, without loading whole jobs: (jobs in the scheduler per
+        user, the queued jobs' (id, user, sweep_id) rows, oldest first)."""
+        with self.session() as s:
+            load = s.exec(select(Job.user, func.count()).where(
+                Job.hpc == hpc, Job.status.in_(list(IN_SCHEDULER))).group_by(Job.user)).all()
+            queued = s.exec(select(Job.id, Job.user, Job.sweep_id).where(
+                Job.hpc == hpc, Job.status == JobStatus.QUEUED.value)
+                .order_by(Job.queued_at, Job.id)).all()
+        return Counter(dict(load)), list(queued)
 
     # --- sweeps as the engine sees them (get_sweep: storesweeps.SweepRecords) ---------
     def update_sweep(self, sweep_id: str, **fields: Any) -> None:
