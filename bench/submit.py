@@ -201,9 +201,19 @@ def wait_submitted(store, ids: list[str], timeout: float = 600) -> float:
         time.sleep(0.05)
 
 
+def wait_idle(red, prefix: str, timeout: float = 180) -> None:
+    """Until the workers have no task waiting (each phase starts on a quiet maintainer:
+    the middleware enqueues a task per job, most of them no-ops once a batch took it)."""
+    deadline = time.monotonic() + timeout
+    while red.llen(f"rq:queue:{prefix}.slurm") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+
+
 def phase(svc, store, red, key: str, token: str, bodies: list[tuple[str, dict]],
           element_ids) -> dict:
     """POST `bodies`, wait until all their jobs are in Slurm; times and commands."""
+    wait_idle(red, f"hpcbridge-test-{svc.run_id}")
     before = counts(red, key)
     t0 = time.time()
     made = asyncio.run(post_all(svc, token, bodies))

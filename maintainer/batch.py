@@ -11,6 +11,7 @@ one task (issue #24). Per round up to Maintainer.submit_batch_size jobs, in fair
 Each job's failure is its own, classified as for a single job (decisions.on_error)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from hpcbridge.clock import utcnow
@@ -24,7 +25,7 @@ from . import claims, tasks
 from .admission import admit_batch
 from .decisions import WAIT, WAIT_UNHEALTHY, on_error
 from .jobspec import spec_for
-from .staging import Staging, stage_many
+from .staging import Staging, jobs_archive, packable_app, stage_many, stage_packed
 
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
@@ -64,8 +65,7 @@ def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
     if not items:
         return out
     try:
-        sent = rt.run(stage_many(handler.transport, [i for i, _ in items],
-                                 rt.tuning.staging_concurrency),
+        sent = rt.run(_stage(rt, handler.transport, work_root, [i for i, _ in items]),
                       timeout=tasks.TRANSFER_TIMEOUT_SECONDS)
     except Exception as exc:
         failed_all(rt, hpc_id, [i.job for i, _ in items], exc, out)
@@ -77,6 +77,34 @@ def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
         else:
             staged.append((item, spec, result))
     return _submit(rt, handler, hpc_id, staged, out)
+
+
+async def _stage(rt, transport, root: str, items: list[Staging]) -> list[int | Exception]:
+    """Per job: files sent, or what stopped its staging. Jobs without an upload whose app
+    is small travel in one archive; the others are copied over pipelined SFTP."""
+    apps: dict[str, list | None] = {}
+    packed, copied = [], []
+    for k, item in enumerate(items):
+        if item.app_path not in apps:
+            apps[item.app_path] = await asyncio.to_thread(packable_app, item.app_path)
+        app = apps[item.app_path]
+        (packed if app is not None and not item.upload_path else copied).append((k, app))
+    sent: list[int | Exception] = [0] * len(items)
+    if packed:
+        try:
+            archive = jobs_archive(root, [(items[k], app) for k, app in packed])
+            await stage_packed(transport, root, archive)
+            for k, app in packed:
+                sent[k] = len(app) + 1
+        except Exception as exc:  # classified per job by the caller
+            for k, _ in packed:
+                sent[k] = exc
+    if copied:
+        results = await stage_many(transport, [items[k] for k, _ in copied],
+                                   rt.tuning.staging_concurrency)
+        for (k, _), result in zip(copied, results):
+            sent[k] = result
+    return sent
 
 
 def _found_already(rt, handler, jobs, out: dict[str, str]) -> list:

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
+import stat
+import tarfile
+import time
+import uuid
 from dataclasses import dataclass, field
 
 from hpcbridge.connectors.errors import JobFileError
-from hpcbridge.connectors.layout import COLLECTED_FILES, RESULT_DIR, WorkDir
+from hpcbridge.connectors.layout import COLLECTED_FILES, JOB_JSON, RESULT_DIR, WorkDir
 from hpcbridge.connectors.transport import Transport
 
 from .jobspec import job_json
@@ -74,6 +79,74 @@ async def stage_many(transport: Transport, items: list[Staging], concurrency: in
     parts = [items[k:k + size] for k in range(0, len(items), size)]
     done = await asyncio.gather(*(group(part) for part in parts))
     return [result for part in done for result in part]
+
+
+# An app folder this small, of regular files and folders only, travels with each job of a
+# batch in one archive (one SFTP write, one `tar -x`) instead of an SFTP copy per job;
+# anything else (a link, a pipe: refused by copy.py's rules) goes the SFTP way.
+PACKED_APP_BYTES = 1 << 20
+PACKED_APP_FILES = 200
+
+
+def packable_app(app_path: str) -> list[tuple[str, bytes | None]] | None:
+    """The app's folders (None) and files (bytes) by relative path, if it may travel in a
+    batch's archive; else None."""
+    entries: list[tuple[str, bytes | None]] = []
+    total = 0
+    for top, dirs, files in os.walk(app_path, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in IGNORED)
+        for name in [*dirs, *sorted(f for f in files if f not in IGNORED)]:
+            full = os.path.join(top, name)
+            rel = os.path.relpath(full, app_path)
+            st = os.lstat(full)
+            if stat.S_ISDIR(st.st_mode):
+                entries.append((rel, None))
+            elif stat.S_ISREG(st.st_mode):
+                total += st.st_size
+                if total > PACKED_APP_BYTES or len(entries) >= PACKED_APP_FILES:
+                    return None
+                with open(full, "rb") as f:
+                    entries.append((rel, f.read()))
+            else:
+                return None
+    return entries
+
+
+def jobs_archive(root: str, packed: list[tuple[Staging, list]]) -> bytes:
+    """A gzipped tar, relative to the work root, of each job's work dir: its app files,
+    job.json, an empty result/ and its batch script (0700)."""
+    buffer = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1,
+                      format=tarfile.GNU_FORMAT) as tar:
+        def add(name: str, data: bytes | None, mode: int) -> None:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.mode = now, mode
+            if data is None:
+                info.type = tarfile.DIRTYPE
+            else:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        for item, app in packed:
+            base = os.path.relpath(item.workdir.path, root)
+            add(base, None, 0o700)
+            for rel, data in app:
+                add(f"{base}/{rel}", data, 0o700 if data is None else 0o600)
+            add(f"{base}/{RESULT_DIR}", None, 0o700)
+            add(f"{base}/{JOB_JSON}", job_json(item.job), 0o600)
+            add(os.path.relpath(item.script[0], root), item.script[1], 0o700)
+    return buffer.getvalue()
+
+
+async def stage_packed(transport: Transport, root: str, archive: bytes) -> None:
+    """A batch's archive written into the work root and unpacked there (one command)."""
+    name = f".hpcbridge-batch-{uuid.uuid4().hex}.tar.gz"
+    await transport.write_bytes(f"{root}/{name}", archive)
+    result = await transport.run(["sh", "-c", 'cd "$1" && tar -xzf "$2"; rc=$?; rm -f "$2"; '
+                                  'exit $rc', "sh", root, name])
+    if result.exit_status != 0:
+        raise JobFileError(root, f"the batch's files could not be unpacked: "
+                                 f"{result.stderr.strip()[:300]}")
 
 
 async def stage_shared(transport: Transport, app_path: str, upload_path: str | None,
