@@ -4,30 +4,25 @@
 
 Needs the real stack (`bash stack/up.sh`); reads .stack/stack.json. One run, in order:
 
-  baseline  the same number of trivial `sbatch --hold` sent through a ConnectorPool
-            directly (2 connections x 8 channels, concurrently; no staging, no database).
-  (a) jobs  --jobs independent `hello` jobs POSTed to a real middleware (16 at a time) and
-            taken to Slurm by a real maintainer with the default two workers: jobs/s from
-            the first POST to the last job's `submitted`, and SSH commands per job,
-            staging included.
-  (a') drain the maintainer's own pace: as many jobs POSTed while the HPC is drained
-            (the middleware's share done first), then the drain lifted: jobs/s from then
-            to the last `submitted`.
-  (b) sweep one --sweep point sweep POSTed to /api/v1/sweeps: seconds from the POST to
-            the last element's `submitted`, SSH commands.
-  (c) poll  more sweeps until --elements array elements are active in Slurm; then the
-            poller's own per-cycle records (maintainer/stats.py): commands per status
-            cycle and cycle time, measured, not modelled.
+  baseline  as many trivial `sbatch --hold` through a ConnectorPool directly (2 x 8
+            channels, concurrently; no staging, no database).
+  (a) jobs  --jobs `hello` jobs POSTed (16 at a time) to a real middleware, taken to Slurm
+            by a real maintainer of two workers: jobs/s from the first POST to the last
+            `submitted`; SSH commands per job, staging included.
+  (a') drain as many POSTed while the maintainer is stopped, then it starts: jobs/s from
+            the first `staging` to the last `submitted` (the maintainer's own pace).
+  (b) sweep one --sweep point sweep POSTed: seconds to the last element's `submitted`.
+  (c) poll  sweeps until --elements array elements are active; the poller's own records
+            (maintainer/stats.py): commands per status cycle and cycle time, measured.
 
 Every job and array is held in Slurm (`#SBATCH --hold` in the HPC's batch prelude), so
 nothing runs and the figures are the submit path's alone; all are scancel'd at the end.
 
-What counts: an "SSH command" is one exec channel (one remote command line, however many
-sbatch it runs) or one SFTP channel (a session of file calls), as the pool's
-CommandCounter records them; the requests inside SFTP channels (open, write, mkdir…) are
-counted separately as "SFTP requests". They are counted inside the maintainer processes
-by a hook the benchmark adds through the site's config file (which is Python), and kept
-apart for the poller's cycles and for the tasks (submission).
+What counts: an "SSH command" is one exec channel (one command line, however many sbatch
+it runs) or one SFTP channel, as the pool's CommandCounter records them; the requests
+inside SFTP channels (open, write, mkdir…) are counted apart as "SFTP requests". Counted
+inside the services' processes by a hook (sitecustomize, while HPCBRIDGE_BENCH_COUNTS is
+set), apart for the poller's cycles ("poll:") and for the tasks ("task:").
 
 Prints a table, and as its last line one JSON object with the figures.
 """
@@ -86,17 +81,13 @@ def install_counter(redis_url: str, key: str) -> None:
         while True:
             time.sleep(0.2)
             with lock:
-                batch = dict(counts)
-                counts.clear()
-            if batch:
-                pipe = r.pipeline(transaction=False)
+                batch, _ = dict(counts), counts.clear()
+            try:
                 for name, n in batch.items():
-                    pipe.hincrby(key, name, n)
-                try:
-                    pipe.execute()
-                except Exception:  # Redis away: put them back
-                    with lock:
-                        counts.update(batch)
+                    r.hincrby(key, name, n)
+            except Exception:  # Redis away: counted again next time
+                with lock:
+                    counts.update(batch)
     threading.Thread(target=flush, daemon=True, name="bench-counter").start()
 
 
@@ -214,16 +205,29 @@ def phase(svc, store, red, key: str, token: str, bodies: list[tuple[str, dict]],
           element_ids) -> dict:
     """POST `bodies`, wait until all their jobs are in Slurm; times and commands."""
     wait_idle(red, f"hpcbridge-test-{svc.run_id}")
-    before = counts(red, key)
-    t0 = time.time()
+    before, t0 = counts(red, key), time.time()
     made = asyncio.run(post_all(svc, token, bodies))
     posted = time.time() - t0
-    ids = element_ids(made)
+    return {"post_seconds": round(posted, 3),
+            **figures(store, red, key, element_ids(made), before, t0)}
+
+
+def figures(store, red, key: str, ids: list[str], before: Counter, t0: float | None) -> dict:
+    """Once `ids` are all in Slurm: seconds from t0 (None: from the first `staging`) to
+    the last `submitted`, jobs/s, and the commands counted since `before`."""
+    from sqlmodel import func, select
+
+    from hpcbridge.clock import aware
+    from hpcbridge.server.models import Job
     end = wait_submitted(store, ids)
     time.sleep(0.6)  # the hook's last flush
     used = window(before, counts(red, key))
+    if t0 is None:
+        with store.session() as s:
+            t0 = aware(s.exec(select(func.min(Job.staging_at)).where(
+                Job.id.in_(ids))).one()).timestamp()
     seconds = end - t0
-    return {"jobs": len(ids), "post_seconds": round(posted, 3), "seconds": round(seconds, 3),
+    return {"jobs": len(ids), "seconds": round(seconds, 3),
             "jobs_per_second": round(len(ids) / seconds, 1),
             "commands_per_job": round(used["commands"] / len(ids), 4), **used}
 
@@ -242,32 +246,25 @@ def drain_phase(svc, store, red, key: str, token: str, n: int) -> dict:
     """The maintainer's own pace: n jobs POSTed while it is stopped (they wait in
     `queued`), then it is started: from the first job's `staging` to the last one's
     `submitted` (its start-up not counted)."""
-    from sqlmodel import func, select
-
-    from hpcbridge.clock import aware
-    from hpcbridge.server.models import Job
     svc.stop("maintainer")
     job = ("jobs", {"app": "hello", "hpc": "slurm", "params": {"lines": 1, "delay": 0}})
     ids = [j["id"] for j in asyncio.run(post_all(svc, token, [job] * n))]
     before = counts(red, key)
     svc.start_maintainer()
-    end = wait_submitted(store, ids)
-    time.sleep(0.6)
-    used = window(before, counts(red, key))
-    with store.session() as s:
-        first = s.exec(select(func.min(Job.staging_at)).where(Job.id.in_(ids))).one()
-    seconds = end - aware(first).timestamp()
-    return {"jobs": n, "seconds": round(seconds, 3), "jobs_per_second": round(n / seconds, 1),
-            "commands_per_job": round(used["commands"] / n, 4), **used}
+    return figures(store, red, key, ids, before, None)
 
 
-def sweep_elements(store, sweeps: list[dict]) -> list[str]:
+def job_rows(store, column: str, where):
+    """One column of the jobs `where(Job)` selects."""
     from sqlmodel import select
 
     from hpcbridge.server.models import Job
     with store.session() as s:
-        return list(s.exec(select(Job.id).where(
-            Job.sweep_id.in_([w["id"] for w in sweeps]))).all())
+        return list(s.exec(select(getattr(Job, column)).where(where(Job))).all())
+
+
+def sweep_elements(store, sweeps: list[dict]) -> list[str]:
+    return job_rows(store, "id", lambda J: J.sweep_id.in_([w["id"] for w in sweeps]))
 
 
 def sweep_body(n: int, tag: str) -> tuple[str, dict]:
@@ -309,11 +306,7 @@ async def clean_up(cfg: dict, ids: list[str], folder: str) -> None:
 
 
 def scheduler_ids(store) -> list[str]:
-    from sqlmodel import select
-
-    from hpcbridge.server.models import Job
-    with store.session() as s:
-        ids = s.exec(select(Job.scheduler_id).where(Job.scheduler_id.is_not(None))).all()
+    ids = job_rows(store, "scheduler_id", lambda J: J.scheduler_id.is_not(None))
     return sorted({i.split("_")[0] for i in ids})
 
 
@@ -345,12 +338,9 @@ def run(args, stack: dict) -> dict:
         job = ("jobs", {"app": "hello", "hpc": "slurm", "params": {"lines": 1, "delay": 0}})
         result["jobs"] = phase(svc, store, red, key, token, [job] * args.jobs,
                                lambda made: [j["id"] for j in made])
-        print(f"# (a) jobs: {result['jobs']}", file=sys.stderr, flush=True)
         result["drain"] = drain_phase(svc, store, red, key, token, args.jobs)
-        print(f"# (a') drain: {result['drain']}", file=sys.stderr, flush=True)
         result["sweep"] = phase(svc, store, red, key, token, [sweep_body(args.sweep, "s")],
                                 lambda made: sweep_elements(store, made))
-        print(f"# (b) sweep: {result['sweep']}", file=sys.stderr, flush=True)
         more = max(0, args.elements // args.sweep - 1)
         active = 2 * args.jobs + args.sweep * (more + 1)
         filled = phase(svc, store, red, key, token,
@@ -360,7 +350,6 @@ def run(args, stack: dict) -> dict:
                           "fill_seconds": filled["seconds"],
                           **poll_cycles(red, f"hpcbridge-test-{svc.run_id}", active,
                                         args.cycles)}
-        print(f"# (c) poll: {result['poll']}", file=sys.stderr, flush=True)
     finally:
         os.environ.pop(COUNTS_ENV, None)
         svc.stop()
@@ -399,18 +388,10 @@ def main() -> int:
     result = run(args, stack)
     result["targets_met"] = verdict(result)
     result["runtime_seconds"] = round(time.monotonic() - started, 1)
-    b, a, s, p = result["baseline"], result["jobs"], result["sweep"], result["poll"]
-    print(f"baseline  {b['jobs']} sbatch via the pool: {b['jobs_per_second']} jobs/s")
-    print(f"(a) jobs  {a['jobs']}: {a['jobs_per_second']} jobs/s, {a['commands_per_job']} "
-          f"SSH commands/job ({a['task_commands']} submit + {a['poll_commands']} poll), "
-          f"{a['sftp_requests']} SFTP requests")
-    d = result["drain"]
-    print(f"(a') the maintainer alone, {d['jobs']} queued jobs: {d['jobs_per_second']} "
-          f"jobs/s, {d['commands_per_job']} SSH commands/job")
-    print(f"(b) sweep {s['jobs']} elements: {s['seconds']} s, {s['commands']} SSH commands, "
-          f"{s['sftp_requests']} SFTP requests")
-    print(f"(c) poll  {p['array_elements']} elements + {p['jobs']} jobs: "
-          f"{p['squeue_per_cycle']} squeue/cycle, {p['cycle_seconds_median']} s/cycle")
+    for name in ("baseline", "jobs", "drain", "sweep", "poll"):
+        figures = {k: v for k, v in result[name].items() if k not in ("by_program",
+                                                                      "commands_per_cycle")}
+        print(f"{name:>8}: {figures}")
     print(json.dumps(result))
     return 0
 
