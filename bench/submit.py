@@ -44,7 +44,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 COUNTS_ENV = "HPCBRIDGE_BENCH_COUNTS"  # "<redis url> <hash key>": the hook is on
 
-
 # --- the hook, run inside the middleware and maintainer processes --------------------------
 def install_counter(redis_url: str, key: str) -> None:
     """Count every SSH command (exec or SFTP channel) and SFTP request of this process
@@ -113,7 +112,7 @@ def hook_environment(tmp: str, redis_url: str, key: str) -> None:
 
 
 # --- the parent --------------------------------------------------------------------------
-def counts(red, key: str) -> Counter:
+def counts(red, key: str) -> Counter:  # the hook's counts so far
     return Counter({k.decode(): int(v) for k, v in red.hgetall(key).items()})
 
 
