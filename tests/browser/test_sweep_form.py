@@ -59,4 +59,23 @@ def test_sweep_with_a_range_from_the_form(lab_page, bridge, hub, shoot):
     jobs = api.get(f"sweeps/{sweep_id}/jobs").json()["jobs"]
     assert sorted(j["params"]["lines"] for j in jobs) == [1, 2, 3]
     assert {j["params"]["name"] for j in jobs} == {"Sweep"}
+
+    # a second sweep (a list this time), cancelled as a whole from its summary
+    t("hpcbridge-new-job").click()
+    t("hpcbridge-app-select").select_option("hello")
+    t("hpcbridge-hpc-select").select_option("slurm")
+    t("hpcbridge-param-name").fill("Slow")
+    t("hpcbridge-param-delay").fill("30")
+    t("hpcbridge-sweep-mode-lines").select_option("list")
+    t("hpcbridge-sweep-list-lines").fill("2, 3")
+    expect(t("hpcbridge-submit")).to_have_text("Submit sweep (2 jobs)")
+    t("hpcbridge-submit").click()
+    slow = summary.filter(has_text="2 jobs")
+    expect(slow).to_have_count(1, timeout=30_000)
+    def is_cancel(r) -> bool:  # (the URL carries a cache-busting query)
+        return r.request.method == "POST" and r.url.split("?")[0].endswith("/cancel")
+    with page.expect_response(is_cancel) as cancel:
+        slow.get_by_test_id("hpcbridge-sweep-cancel").click()
+    assert cancel.value.status == 202 and cancel.value.json()["size"] == 2
+    # (how fast its elements end is the sweep engine's: tests/integration/server)
     assert not page.errors, page.errors

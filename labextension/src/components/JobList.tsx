@@ -102,6 +102,22 @@ function SweepSummary(props: { model: PanelModel }): JSX.Element | null {
           <div className="hpcbridge-sweep-counts" data-testid="hpcbridge-sweep-counts">
             {countsText(w.counts, JOB_STATUSES)}
           </div>
+          {!w.done && (
+            <button
+              type="button"
+              className="jp-mod-styled jp-mod-warn hpcbridge-sweep-cancel"
+              data-testid="hpcbridge-sweep-cancel"
+              title="Cancel every element that has not ended"
+              onClick={() =>
+                void model.api.cancelSweep(w.id).then(
+                  () => model.refresh(true),
+                  error => console.warn('hpcbridge: cancelling the sweep failed', error)
+                )
+              }
+            >
+              Cancel sweep
+            </button>
+          )}
         </li>
       ))}
     </ul>
