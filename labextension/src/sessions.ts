@@ -19,25 +19,14 @@ export function sessionLabel(status: string): string {
   return (LABELS as { [s: string]: string })[status] ?? status;
 }
 
-/** The manifest's kind of an app: "service" (a session) or "batch" (a job, the default). */
-export function appKind(app: IApp): string | undefined {
-  return (app as IApp & { kind?: string }).kind;
-}
-
-/**
- * The apps a session can be started from. Until the API tells every app's kind, all
- * apps are offered (the server refuses a batch app with a message saying so).
- */
+/** The apps a session can be started from: the manifest's `"kind": "service"`. */
 export function serviceApps(apps: ReadonlyArray<IApp>): IApp[] {
-  if (!apps.some(a => appKind(a) !== undefined)) {
-    return [...apps];
-  }
-  return apps.filter(a => appKind(a) === 'service');
+  return apps.filter(a => a.kind === 'service');
 }
 
-/** The apps the job form offers: every app that is not a service. */
+/** The apps the job form (and a sweep) offers: every app that is not a service. */
 export function batchApps(apps: ReadonlyArray<IApp>): IApp[] {
-  return apps.filter(a => appKind(a) !== 'service');
+  return apps.filter(a => a.kind !== 'service');
 }
 
 export function isActiveSession(status: string): boolean {
