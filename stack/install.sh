@@ -67,6 +67,11 @@ fi
 if [[ "$(getent shadow "$SSH_USER" | cut -d: -f2)" != '*' ]]; then
   usermod -p '*' "$SSH_USER"
 fi
+# JupyterLab for the job user (the bundled `jupyterlab` session app), as a site installs it
+if [[ ! -x /home/$SSH_USER/.hpcbridge-jupyter/bin/jupyter ]]; then
+  log "pip: installing JupyterLab for $SSH_USER into ~/.hpcbridge-jupyter"
+  runuser -u "$SSH_USER" -- bash -c 'python3 -m venv ~/.hpcbridge-jupyter && ~/.hpcbridge-jupyter/bin/pip install -q "jupyterlab>=4,<5" ipykernel'
+fi
 
 # configurable-http-proxy for JupyterHub, private to this checkout.
 mkdir -p "$STACK/hub"
