@@ -152,6 +152,9 @@ class Services:
                             headers={"Authorization": f"token {token}"})
 
     def stop(self, name: str | None = None, sig: int = signal.SIGTERM) -> None:
+        if name is None and self.stack and any(h.get("scheduler") == "slurm"
+                                               for h in self.hpcs or ()):
+            cancel_run_jobs(self.stack, self.run_id)
         names = [name] if name else list(reversed(self.procs))
         for n in names:
             proc = self.procs.get(n)
@@ -195,13 +198,30 @@ def wait_for_sshd(stack: dict, timeout: float = 90) -> None:
             time.sleep(0.5)
 
 
+def on_login_node(stack: dict, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a command as hpcuser on the login node (test set-up and clean-up)."""
+    ssh = stack["ssh"]
+    return subprocess.run(
+        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-o", "ConnectTimeout=5",
+         "-i", ssh["key"], "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}", *argv],
+        capture_output=True, text=True, timeout=timeout)
+
+
 def remove_remote(stack: dict, path: str) -> None:
     """rm -rf a path under hpcuser's home on the login node (test clean-up)."""
-    ssh = stack["ssh"]
-    subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-                    "-o", f"UserKnownHostsFile={ssh['known_hosts']}", "-o", "ConnectTimeout=5",
-                    "-i", ssh["key"], "-p", str(ssh["port"]), f"{ssh['user']}@{ssh['host']}",
-                    "rm", "-rf", path], capture_output=True, timeout=60)
+    on_login_node(stack, "rm", "-rf", path)
+
+
+def cancel_run_jobs(stack: dict, run_id: str) -> None:
+    """scancel every Slurm job working under this run's folder: a session or job left
+    running would hold the test cluster's CPUs for its whole time limit."""
+    script = (f"squeue -h -o '%i %Z' | awk '$2 ~ /\\/hpcbridge-it\\/{run_id}(\\/|$)/ "
+              "{print $1}' | xargs -r scancel")
+    try:
+        on_login_node(stack, script, timeout=30)
+    except (subprocess.SubprocessError, OSError):
+        pass  # clean-up is best effort: the job's time limit still ends it
 
 
 def pg_password(stack: dict) -> str:
