@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 
-from ..errors import HPCBridgeError
 from ..schemas_admin import DEFAULT_STUCK_SECONDS
+from .common import with_client
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -38,19 +37,11 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _run(args, table) -> int:
-    from ..client import Client
-    as_json = getattr(args, "json", False)
-    try:
-        with Client(getattr(args, "url", None), getattr(args, "token", None)) as client:
-            data, render = table(client, args)
-    except HPCBridgeError as exc:
-        if as_json:
-            print(json.dumps({"error": exc.code or type(exc).__name__, "message": exc.message}),
-                  file=sys.stderr)
-        else:
-            print(f"hpcbridge: {exc.message}", file=sys.stderr)
-        return 2
-    if as_json:
+    return with_client(args, lambda client: _show(args, *table(client, args)))
+
+
+def _show(args, data, render) -> int:
+    if getattr(args, "json", False):
         print(json.dumps(data, indent=1))
     else:
         from rich.console import Console

@@ -7,6 +7,7 @@ import sys
 from ..client import Client, Job
 from ..errors import HPCBridgeError
 from ..lifecycle import JobStatus
+from .common import with_client
 
 
 def _pairs(items: list[str], what: str) -> dict:
@@ -31,21 +32,7 @@ def _print_job(job: Job, as_json: bool) -> None:
 
 
 def run_command(args) -> int:
-    try:
-        client = Client(args.url, args.token)
-        return COMMANDS[args.func](client, args)
-    except HPCBridgeError as exc:
-        if args.json:
-            print(json.dumps({"error": exc.code or type(exc).__name__, "message": exc.message,
-                              "details": exc.details}), file=sys.stderr)
-        else:
-            print(f"hpcbridge: {exc.message}", file=sys.stderr)
-            for detail in exc.details:
-                loc = ".".join(str(p) for p in detail.get("loc", []))
-                print(f"  {loc}: {detail.get('msg')}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return with_client(args, lambda client: COMMANDS[args.func](client, args))
 
 
 def cmd_submit(client: Client, args) -> int:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..errors import HPCBridgeError
+from .common import with_client
 from .jobs import _pairs
 
 
@@ -43,26 +42,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _run(args, action) -> int:
-    from ..client import Client
-    as_json = getattr(args, "json", False)
-    try:
-        with Client(getattr(args, "url", None), getattr(args, "token", None)) as client:
-            return action(client, args, as_json)
-    except HPCBridgeError as exc:
-        if as_json:
-            print(json.dumps({"error": exc.code or type(exc).__name__, "message": exc.message,
-                              "details": exc.details}), file=sys.stderr)
-        else:
-            print(f"hpcbridge: {exc.message}", file=sys.stderr)
-            for detail in exc.details:
-                loc = ".".join(str(p) for p in detail.get("loc", []))
-                print(f"  {loc}: {detail.get('msg')}", file=sys.stderr)
-        return 2
-    except TimeoutError as exc:
-        print(f"hpcbridge: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return with_client(args, lambda client: action(client, args, getattr(args, "json", False)))
 
 
 def _show(session, as_json: bool) -> None:

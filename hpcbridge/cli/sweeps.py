@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..client import Client
 from ..errors import HPCBridgeError
 from ..lifecycle import JobStatus
+from .common import with_client
 from .jobs import _pairs, _print_job
 
 ACTIONS = ("status", "cancel", "list")
@@ -60,24 +60,8 @@ def _print_sweep(sweep, as_json: bool) -> None:
 
 
 def _run(command):
-    """The command with a client, errors printed as the job commands print them."""
-    def run(args) -> int:
-        try:
-            return command(Client(args.url, args.token), args)
-        except HPCBridgeError as exc:
-            if args.json:
-                print(json.dumps({"error": exc.code or type(exc).__name__,
-                                  "message": exc.message, "details": exc.details}),
-                      file=sys.stderr)
-            else:
-                print(f"hpcbridge: {exc.message}", file=sys.stderr)
-                for detail in exc.details:
-                    loc = ".".join(str(p) for p in detail.get("loc", []))
-                    print(f"  {loc}: {detail.get('msg')}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-    return run
+    """The command with a client, errors printed as every command prints them."""
+    return lambda args: with_client(args, lambda client: command(client, args))
 
 
 def cmd_sweep(client: Client, args) -> int:
