@@ -13,18 +13,10 @@ from collections.abc import Iterable, Sequence
 from redis.exceptions import LockError
 
 from hpcbridge.lifecycle import JobStatus
-from hpcbridge.server.store import Store
-from hpcbridge.server.storebatch import BatchRecords
 
 from .runtime import REDIS_DOWN
 
 log = logging.getLogger("hpcbridge.maintainer")
-
-if not issubclass(Store, BatchRecords):  # TODO(lead): drop once Store lists BatchRecords
-    for _name, _fn in vars(BatchRecords).items():
-        if callable(_fn) and not _name.startswith("__"):
-            setattr(Store, _name, _fn)
-
 
 def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int,
               load: Counter | None = None) -> list:

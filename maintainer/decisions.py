@@ -101,6 +101,8 @@ def on_lookup(verdict: str, scheduler_id: str, found: str | None, scheduler: str
 
 # --- what a remote error means for a job -------------------------------------------------
 WAIT, WAIT_UNHEALTHY, FAIL, RETRY_LOCAL = "wait", "wait_unhealthy", "fail", "retry_local"
+# callables (exc, reading) told of each reading: maintainer/metrics.py counts errors by class
+ERROR_HOOKS: list = []
 
 
 def on_error(exc: BaseException) -> str:
@@ -111,6 +113,16 @@ def on_error(exc: BaseException) -> str:
     HPC is marked unhealthy for the admin. FAIL: the job's own (its files, a limit the
     scheduler refuses). RETRY_LOCAL: this machine (the result store full or read-only):
     the job stays, tried again."""
+    reading = _reading(exc)
+    for hook in ERROR_HOOKS:
+        try:
+            hook(exc, reading)
+        except Exception:  # an observer never changes a job's fate
+            pass
+    return reading
+
+
+def _reading(exc: BaseException) -> str:
     if isinstance(exc, HPCUnavailable):
         return WAIT_UNHEALTHY if exc.site_misconfigured else WAIT
     if isinstance(exc, ConnectorError):  # before OSError: a missing remote file is both

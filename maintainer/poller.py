@@ -20,6 +20,7 @@ from collections import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from hpcbridge import joblog
 from hpcbridge.clock import utcnow
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable, RemoteTimeout
 from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
@@ -278,9 +279,11 @@ class Poller:
             tail_logs(run, handler, tail)
         return moved
 
+    @joblog.scoped
     def _apply(self, run, hpc, job, state, stats: dict) -> str | None:
         """Act on the scheduler's answer for one job — only if the record is the job's
         (decisions.record_verdict); the status it was moved to, if any."""
+        joblog.bind(job)
         verdict = record_verdict(state, scheduler_name(job))
         if verdict != OURS:
             return self._unseen_job(run, hpc, job, verdict, stats)

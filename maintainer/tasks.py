@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from hpcbridge import joblog
 from hpcbridge.clock import utcnow
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable, SchedulerError
 from hpcbridge.connectors.layout import WorkDir
@@ -29,6 +30,7 @@ S = JobStatus
 TRANSFER_TIMEOUT_SECONDS = TASK_TIMEOUT_SECONDS - 120
 
 
+@joblog.scoped
 def advance(job_id: str) -> str:
     """Move one job as far as it can go now (rq entry point). Nothing escapes: whatever
     went wrong is logged, and the job is offered again by the poller's reconciliation."""
@@ -43,6 +45,7 @@ def drive(rt: Runtime, job_id: str) -> str:
     job = rt.store.get_job(job_id)
     if job is None or job.status in FINAL:
         return "nothing to do"
+    joblog.bind(job)  # this task's log lines name the job, its user, HPC and worker
     if job.cancel_requested:
         return cancel(rt, job)
     if job.sweep_id and getattr(rt.handlers[job.hpc], "supports_arrays", False) and \
