@@ -30,7 +30,6 @@ S = JobStatus
 TRANSFER_TIMEOUT_SECONDS = TASK_TIMEOUT_SECONDS - 120
 
 
-@joblog.scoped
 def advance(job_id: str) -> str:
     """Move one job as far as it can go now (rq entry point). Nothing escapes: whatever
     went wrong is logged, and the job is offered again by the poller's reconciliation."""
@@ -41,6 +40,7 @@ def advance(job_id: str) -> str:
         return f"error: {type(exc).__name__}: {exc}"
 
 
+@joblog.scoped  # the job bound below is this call's only
 def drive(rt: Runtime, job_id: str) -> str:
     job = rt.store.get_job(job_id)
     if job is None or job.status in FINAL:

@@ -140,10 +140,11 @@ class Services:
             time.sleep(0.2)
         raise RuntimeError("middleware did not answer:\n" + self.log("server"))
 
-    def log(self, name: str) -> str:
+    def log(self, name: str, tail: int | None = 5000) -> str:
+        """The end of a service's log (tail characters; None: all of it)."""
         try:
             with open(os.path.join(self.tmp, f"{name}.log")) as f:
-                return f.read()[-5000:]
+                return f.read()[-tail:] if tail else f.read()
         except FileNotFoundError:
             return ""
 

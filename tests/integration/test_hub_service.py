@@ -214,8 +214,9 @@ def test_hub_managed_service(managed, stack, tmp_path):
     assert svc.wait_job(alice, job["id"])["status"] == "succeeded"
     assert job["id"] in listed_by_extension(tmp_path, service, tokens["alice"])
 
+    # long enough to still run when the checks end on a loaded machine (scancel'd below)
     long = alice.post("jobs", json={"app": "hello", "hpc": "flaky",
-                                    "params": {"lines": 40, "delay": 1}}).json()
+                                    "params": {"lines": 60, "delay": 1}}).json()
     running = svc.wait_job(alice, long["id"], statuses=("running",))
     relay.shut()  # flaky is gone mid-run
     try:
@@ -234,8 +235,11 @@ def check_admin_cli(service: str, tokens: dict, stuck_id: str) -> None:
     health = wait_for(flaky_down, 90, "flaky unreachable")
     assert health["flaky"]["last_error"] and health["slurm"]["hpc"]["reachable"] is True
     assert health["slurm"]["cycles"] > 0 and health["slurm"]["commands"].get("squeue")
-    r = cli(service, tokens["admin"], "stuck", "--older-than", "1", "--json")
-    stuck = {s["job"]["id"]: s for s in json.loads(r.stdout)}
+    def stuck_listed():  # once it has been running for longer than --older-than
+        r = cli(service, tokens["admin"], "stuck", "--older-than", "1", "--json")
+        listed = {s["job"]["id"]: s for s in json.loads(r.stdout)}
+        return listed if stuck_id in listed else None
+    stuck = wait_for(stuck_listed, 30, "the job listed as stuck")
     assert stuck[stuck_id]["job"]["status"] == "running"
     assert stuck[stuck_id]["last_event"]["type"] == "waiting"
     assert "flaky" in stuck[stuck_id]["last_event"]["message"]

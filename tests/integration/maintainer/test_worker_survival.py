@@ -120,7 +120,7 @@ def test_workers_survive_redis_restarted_empty(pool, private_redis, tmp_path):
     assert_all_succeeded(svc, ids, timeout=45)
     after = {p.pid for p in workers_of(svc)}
     assert after == before, "a worker process was replaced"
-    log = svc.log("maintainer")
+    log = svc.log("maintainer", tail=None)
     assert "waiting for Redis" in log and "Redis is back" in log
     assert "exited with code" not in log
     # once per outage and worker, not once per retry

@@ -36,6 +36,9 @@ def test_routes_of_the_extension(env):
     app = HPCBridgeExtension()
     app.initialize_handlers()
     routes = {pattern: handler.__name__ for pattern, handler in app.handlers}
-    assert routes == {r"/hpcbridge/api/(.*)": "ForwardHandler",
+    # the session proxy comes first: the general forwarder's pattern matches it too
+    assert app.handlers[0][1].__name__ == "SessionProxyHandler"
+    assert routes == {r"/hpcbridge/api/(sessions/[^/]+/proxy/.*)": "SessionProxyHandler",
+                      r"/hpcbridge/api/(.*)": "ForwardHandler",
                       r"/hpcbridge/local/upload": "LocalUploadHandler",
                       r"/hpcbridge/local/download": "LocalDownloadHandler"}
