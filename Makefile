@@ -55,6 +55,8 @@ bench: install stack
 	$(PY) bench/ssh_pool.py
 	$(PY) bench/api.py
 	$(PY) bench/poll.py
+	$(PY) bench/submit.py
+	$(PY) bench/sessions.py
 
 clean: stack-down
 	rm -rf .stack $(VENV) hpcbridge/labextension labextension/node_modules labextension/lib
