@@ -42,9 +42,50 @@ SESSION_FILE = "session.json"  # in the work dir: {"node": ..., "port": ...}
 NODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 ENDED = (SUCCEEDED, FAILED, CANCELLED)
 STAGE_TIMEOUT_SECONDS = 300.0
-# what the batch script runs around the app's command: a free port for it, then, once it
-# listens, the session file; on scancel (SIGTERM) the service is stopped with it, and at its
-# time limit on any scheduler (`timeout`: the local one has no limit of its own)
+# Whether the listener on a port is one of the service's own processes (Linux /proc): the
+# port was free when picked, but another session's service on the same node may take it
+# first, and that one must never be taken for this session's.
+OWNS_PORT = """\
+import os, sys
+port, root = int(sys.argv[1]), sys.argv[2]
+inodes = set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        for row in open(table).readlines()[1:]:
+            f = row.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add("socket:[%s]" % f[9])
+    except OSError:
+        pass
+children = dict()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        ppid = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1]
+    except (OSError, IndexError):
+        continue
+    children.setdefault(ppid, []).append(pid)
+tree, todo = set(), [root]
+while todo:
+    pid = todo.pop()
+    tree.add(pid)
+    todo.extend(children.get(pid, []))
+for pid in tree:
+    try:
+        fds = os.listdir("/proc/%s/fd" % pid)
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%s/fd/%s" % (pid, fd)) in inodes:
+                sys.exit(0)
+        except OSError:
+            pass
+sys.exit(1)
+"""
+# what the batch script runs around the app's command: a free port for it, then, once the
+# service itself listens on it, the session file; on scancel (SIGTERM) the service is
+# stopped with it, and at its time limit on any scheduler (`timeout`: the local one has no
+# limit of its own)
 WRAPPER = """\
 HPCBRIDGE_SESSION_PORT="$(python3 -c 'import socket; s = socket.socket(); \
 s.bind(("", 0)); print(s.getsockname()[1])')"
@@ -54,7 +95,7 @@ service=$!
 trap 'kill "$service" 2>/dev/null' TERM INT
 node="$(hostname)"
 for _ in $(seq 1 3600); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$HPCBRIDGE_SESSION_PORT") 2>/dev/null; then
+  if python3 -c {owns_port} "$HPCBRIDGE_SESSION_PORT" "$service" 2>/dev/null; then
     printf '{{"node": "%s", "port": %s}}\\n' "$node" "$HPCBRIDGE_SESSION_PORT" \
       > {file}.tmp && mv {file}.tmp {file}
     break
@@ -164,7 +205,8 @@ def build_session_spec(record, app, workdir: WorkDir, hpc) -> JobSpec:
         return JobSpec(
             name=session_job_name(record.id), workdir=workdir.path,
             command=WRAPPER.format(command=shlex.quote(manifest.command()), file=file,
-                                   seconds=minutes * 60), environment=env,
+                                   seconds=minutes * 60, owns_port=shlex.quote(OWNS_PORT)),
+            environment=env,
             partition=resources.get("partition") or hpc.default_partition,
             time_minutes=minutes,
             cpus=int(resources.get("cpus") or 1), memory_mb=resources.get("memory"),
