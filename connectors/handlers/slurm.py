@@ -17,7 +17,7 @@ from ..errors import (
     SchedulerUnavailable,
     command_error,
 )
-from ..spec import ArraySpec, JobSpec, render_array_script, render_batch_script
+from ..spec import ArraySpec, JobSpec, render_array_script
 from ..state import UNKNOWN, JobState, parse_sacct, parse_squeue
 from .base import SchedulerHandler
 
@@ -40,9 +40,11 @@ class SlurmHandler(SchedulerHandler):
         return ["-u", self.config.user] if self.config.user else ["--me"]
 
     async def submit(self, spec: JobSpec) -> str:
-        script = f"{spec.workdir}/job.sbatch"
-        text = render_batch_script(spec, self.config.batch_prelude)
-        await self.transport.write_bytes(script, text.encode(), 0o700)
+        return await self._sbatch(*self.batch_script(spec))
+
+    async def _sbatch(self, script: str, text: bytes) -> str:
+        """Write a batch script and sbatch it; the scheduler's id."""
+        await self.transport.write_bytes(script, text, 0o700)
         result = await self.transport.run([*self.config.sbatch_command, "--parsable", script])
         if result.exit_status != 0:
             raise self._failed("sbatch", result)
@@ -81,16 +83,8 @@ class SlurmHandler(SchedulerHandler):
 
     async def submit_array(self, array: ArraySpec) -> str:
         """The sweep's array script written, and sbatch'ed once; the array's id."""
-        script = f"{array.spec.workdir}/{self.SCRIPT}"
-        text = render_array_script(array, self.config.batch_prelude)
-        await self.transport.write_bytes(script, text.encode(), 0o700)
-        result = await self.transport.run([*self.config.sbatch_command, "--parsable", script])
-        if result.exit_status != 0:
-            raise self._failed("sbatch", result)
-        job_id = result.stdout.strip().split(";")[0]
-        if not job_id.isdigit():
-            raise SchedulerError(f"sbatch answered {result.stdout.strip()!r}")
-        return job_id
+        return await self._sbatch(f"{array.spec.workdir}/{self.SCRIPT}",
+                                  render_array_script(array, self.config.batch_prelude).encode())
 
     async def status_many(self, ids: Sequence[str]) -> dict[str, JobState]:
         ids = list(dict.fromkeys(ids))
