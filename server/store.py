@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
 from hpcbridge.clock import utcnow
-from hpcbridge.lifecycle import ACTIVE, FINAL, IN_SCHEDULER, TIMESTAMPS, JobStatus, sources_of
+from hpcbridge.lifecycle import ACTIVE, IN_SCHEDULER, JobStatus
 
 from .models import App, Event, HPCState, Job, Quota, Worker
 from .storeadmin import AdminRecords
@@ -177,29 +177,14 @@ class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, Admi
 
     def transition(self, job_id: str, to: str, message: str, *, event_type: str | None = None,
                    expect: Iterable[str] | None = None, **fields: Any) -> bool:
-        """Move a job to `to` if the lifecycle allows it from its current status.
+        """Move a job to `to` if the lifecycle allows it from its current status (one
+        guarded UPDATE, its event, a final status's notifications, then the hooks: the
+        one rule, in storebatch.transition_many).
 
         Returns False (and writes nothing) when another worker moved it first.
         """
-        allowed = sources_of(to)
-        if expect is not None:
-            allowed = allowed & frozenset(expect)
-        now = utcnow()
-        values = {"status": to, "updated_at": now, "message": message, **fields}
-        if to in TIMESTAMPS:
-            values[TIMESTAMPS[to]] = now
-        with self.session() as s:
-            result = s.exec(update(Job).where(Job.id == job_id, Job.status.in_(list(allowed)))
-                            .values(**values))
-            if result.rowcount != 1:
-                s.rollback()
-                return False
-            s.add(Event(job_id=job_id, time=now, type=event_type or to, message=message))
-            if to in FINAL:  # in the same transaction: an ended job's messages are never lost
-                self.add_notifications(s, job_id, to, message)
-            s.commit()
-        self._run_hooks(job_id, to)
-        return True
+        return bool(self.transition_many(to, {job_id: (message, fields)}, expect=expect,
+                                         event_type=event_type))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Fields that are not a status change (cursors, scheduler figures)."""
