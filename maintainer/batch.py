@@ -56,7 +56,7 @@ def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
     stored = rt.store.get_jobs(job_ids)
     jobs = [stored[i] for i in job_ids if i in stored and stored[i].status == S.STAGING]
     try:
-        work_root = rt.run(handler.transport.resolve_work_root())
+        work_root = rt.work_root(hpc_id)
         jobs = _found_already(rt, handler, jobs, out)
     except Exception as exc:  # every error has its class (decisions.on_error)
         failed_all(rt, hpc_id, jobs, exc, out)

@@ -30,6 +30,7 @@ REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # hangs anyway, so it is the worst case of one call of each kind plus a margin. A caller
 # that runs many calls in one coroutine (a large stage-in) passes its own timeout.
 RUN_TIMEOUT_MARGIN_SECONDS = 30.0
+REACH_MARGIN_SECONDS = 2.0  # Runtime.work_root: one connect attempt and its login
 
 
 def default_run_timeout(hpcs) -> float:
@@ -74,6 +75,16 @@ class Runtime:
                 return future.result()
             future.cancel()
             raise RemoteTimeout(f"no answer within {limit:.0f} s (abandoned)") from None
+
+    def work_root(self, hpc: str) -> str:
+        """The HPC's work root, a worker task's first contact with it, waited for at most
+        one connect attempt: a task never waits out the reconnects of an HPC that does not
+        answer (RemoteTimeout: its jobs go back to the queue, the HPC is marked unreachable
+        and the poller, which probes it, offers them again when it is back). Meanwhile the
+        worker serves the other HPCs."""
+        cfg = self.hpcs[hpc]
+        return self.run(self.handlers[hpc].transport.resolve_work_root(),
+                        timeout=cfg.connect_timeout + REACH_MARGIN_SECONDS)
 
     def queue(self, hpc: str) -> Queue:
         return Queue(queue_name(self.site.queue_prefix, hpc), connection=self.redis)

@@ -59,8 +59,7 @@ def submit_sweep(rt, job) -> dict[str, str]:
         return {job.id: "waiting for capacity"}
     handler = rt.handlers[sweep.hpc]
     try:
-        folder = SweepDir.of(rt.run(handler.transport.resolve_work_root()), sweep.user,
-                             sweep.id)
+        folder = SweepDir.of(rt.work_root(sweep.hpc), sweep.user, sweep.id)
         rt.store.update_sweep(sweep.id, remote_dir=folder.path)
         rt.store.update_jobs({e.id: {"remote_dir": folder.element(e.sweep_index).path,
                                      "worker": rt.worker_id} for e in elements})

@@ -94,7 +94,7 @@ def stage_and_submit(rt: Runtime, job) -> str:
 def _stage_and_submit(rt: Runtime, job) -> str:
     handler = rt.handlers[job.hpc]
     try:
-        work_root = rt.run(handler.transport.resolve_work_root())
+        work_root = rt.work_root(job.hpc)
         workdir = WorkDir.of(work_root, job.user, job.id)
         rt.store.update_job(job.id, remote_dir=workdir.path, worker=rt.worker_id)
         if job.submit_attempted_at:
