@@ -2,9 +2,14 @@
 real stack (Redis, sshd + Slurm, JupyterHub) or on embedded defaults.
 
 Used by fixtures: `Services(tmp_path, stack).start()`; every process is stopped at the end.
+
+The database: SQLite in the data dir by default. With HPCBRIDGE_TEST_DB=postgresql every
+Services gets a new database of its own on the stack's PostgreSQL (`make test-pg`), which the
+services migrate at start as in production, dropped at stop().
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -19,6 +24,26 @@ from dataclasses import dataclass, field
 import httpx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_DBS = ("sqlite", "postgresql")
+
+
+def test_db() -> str:
+    """The database the test services run on: HPCBRIDGE_TEST_DB, "sqlite" by default."""
+    name = os.environ.get("HPCBRIDGE_TEST_DB", "").strip().lower() or "sqlite"
+    if name not in TEST_DBS:
+        raise RuntimeError(f"HPCBRIDGE_TEST_DB={name!r}: expected one of {TEST_DBS}")
+    return name
+
+
+def read_stack() -> dict:
+    """.stack/stack.json (HPCBRIDGE_STACK_JSON), for services started without a stack."""
+    path = os.environ.get("HPCBRIDGE_STACK_JSON", os.path.join(REPO, ".stack", "stack.json"))
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise RuntimeError(f"HPCBRIDGE_TEST_DB=postgresql needs the test stack ({path}): "
+                           "run `make stack`") from None
 
 
 def free_port() -> int:
@@ -59,6 +84,9 @@ class Services:
     port: int = field(default_factory=free_port)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: dict = field(default_factory=dict)
+    # "" = SQLite in data_dir, or a new PostgreSQL database under HPCBRIDGE_TEST_DB=postgresql
+    db_url: str = ""
+    _own_db: contextlib.ExitStack | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> str:
@@ -76,8 +104,30 @@ class Services:
     def config_file(self) -> str:
         return os.path.join(self.tmp, "hpcbridge_config.py")
 
+    def choose_db(self) -> None:
+        """Fill db_url: a test's own choice stays (db_url=, or c.Site.db_url in extra_config,
+        which the config file applies last)."""
+        if self.db_url or "c.Site.db_url" in self.extra_config:
+            return
+        if test_db() == "sqlite":
+            self.db_url = f"sqlite:///{os.path.join(self.data_dir, 'hpcbridge.db')}"
+            return
+        self._own_db = contextlib.ExitStack()
+        atexit.register(self._own_db.close)  # a test that never reaches stop() drops it too
+        self.db_url = self._own_db.enter_context(
+            new_pg_database(self.stack or read_stack(), "hpcbridge_it"))
+
+    def drop_db(self) -> None:
+        """Drop the PostgreSQL database this Services made (nothing for SQLite)."""
+        own, self._own_db = self._own_db, None
+        if own is not None:
+            own.close()
+            atexit.unregister(own.close)
+            self.db_url = ""
+
     def write_config(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
+        self.choose_db()
         hpcs = self.hpcs if self.hpcs is not None else [local_hpc(self.data_dir)]
         lines = [
             f"c.Site.data_dir = {self.data_dir!r}",
@@ -86,6 +136,8 @@ class Services:
             "c.Site.worker_timeout = 6.0",
             f"c.HPCBridgeServer.port = {self.port}",
         ]
+        if self.db_url:
+            lines.append(f"c.Site.db_url = {self.db_url!r}")
         if self.stack:
             lines.append(f"c.Site.redis_url = {self.stack['redis_url']!r}")
         if self.auth == "hub":
@@ -173,6 +225,8 @@ class Services:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if name is None:
+            self.drop_db()
 
     def wait_job(self, http: httpx.Client, job_id: str, statuses=("succeeded", "failed",
                  "cancelled"), timeout: float = 120) -> dict:
@@ -245,7 +299,8 @@ def new_pg_database(stack: dict, prefix: str = "hpcbridge_test"):
     base = (f"postgresql+psycopg://{pg['user']}:{quote(pg_password(stack), safe='')}"
             f"@{pg['host']}:{pg['port']}/")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base + "postgres", isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(base + "postgres", isolation_level="AUTOCOMMIT",
+                             connect_args={"connect_timeout": 10})
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
