@@ -46,6 +46,16 @@ class EventCursor:
                 out.append(row)
         return out
 
+    def settle(self, rows: Sequence[tuple], upto: int) -> list[tuple]:
+        """Of rows with ids up to `upto`, a range whose gaps another cursor (the process's
+        event bus) has already waited for or given up: the rows to send now (not the quiet
+        ones), in id order. The cursor moves to `upto`, never back."""
+        out = [r for r in rows if self.after < r[0] <= upto and r[0] not in self._quiet]
+        if upto > self.after:
+            self.after, self._gap_since = upto, None
+            self._quiet = {i for i in self._quiet if i > upto}
+        return out
+
     def _gap_given_up(self, next_row: tuple) -> bool:
         """Whether the ids missing before `next_row` are gone for good: missed for
         `grace` seconds by this stream, or older than that by the time of the event

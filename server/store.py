@@ -6,6 +6,7 @@ Every status change goes through `transition`, which is guarded by the lifecycle
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from .storefiles import DEFAULT_MAX_LOG_BYTES, FileRecords
 from .storenotify import NotificationRecords
 from .storesessions import SessionRecords
 from .storesweeps import SweepRecords
+
+log = logging.getLogger("hpcbridge.store")
 
 
 def private_file(path: str) -> None:
@@ -77,9 +80,12 @@ class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, Admi
     queries: server/storeadmin.py.
 
     transition_hooks: callables (job_id, status) run after each committed transition (metrics);
-    a failing hook is logged, never raised."""
+    event_hooks: callables (notice) run after each commit that wrote events or log text, with
+    a notice dict (server/eventbus.py: `events` or `log`; the publisher on Redis pub/sub is
+    installed by whoever holds Redis). A failing hook is logged, never raised."""
 
     transition_hooks: list = []  # class-wide: every Store of the process
+    event_hooks: list = []  # class-wide too
 
     def __init__(self, url: str, create: bool = True,
                  max_log_bytes: int = DEFAULT_MAX_LOG_BYTES):
@@ -108,9 +114,11 @@ class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, Admi
         with self.session() as s:
             s.add(job)
             s.flush()  # the job row first: events reference it
-            s.add(Event(job_id=job.id, time=now, type=JobStatus.QUEUED.value,
-                        message=f"queued for {job.hpc}"))
+            event = Event(job_id=job.id, time=now, type=JobStatus.QUEUED.value,
+                          message=f"queued for {job.hpc}")
+            s.add(event)
             s.commit()
+        self.events_written([(event.id, job.id, job.user)])
         return job
 
     def create_job_once(self, user: str, key: str, fingerprint: str,
@@ -201,22 +209,51 @@ class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, Admi
                                               Job.cancel_requested.is_(False))
                             .values(cancel_requested=True, updated_at=now))
             if result.rowcount == 1:
-                s.add(Event(job_id=job_id, time=now, type="cancel_requested",
-                            message="cancel requested"))
+                event = Event(job_id=job_id, time=now, type="cancel_requested",
+                              message="cancel requested")
+                s.add(event)
                 s.commit()
             else:
                 s.rollback()
-        return self.get_job(job_id)
+                event = None
+        job = self.get_job(job_id)
+        if event is not None and job is not None:
+            self.events_written([(event.id, job_id, job.user)])
+        return job
 
     # --- events ---------------------------------------------------------------------
     def add_event(self, job_id: str, type_: str, message: str, touch: bool = True) -> None:
         now = utcnow()
         with self.session() as s:
-            s.add(Event(job_id=job_id, time=now, type=type_, message=message))
+            event = Event(job_id=job_id, time=now, type=type_, message=message)
+            s.add(event)
             if touch:
                 s.exec(update(Job).where(Job.id == job_id)
                        .values(updated_at=now, message=message))
             s.commit()
+        if self.event_hooks:
+            self.events_written([(event.id, job_id, self.users_of([job_id]).get(job_id))])
+
+    def users_of(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """Job id → user (for event notices: one indexed read, only with hooks installed)."""
+        ids = list(set(job_ids))
+        if not ids:
+            return {}
+        with self.session() as s:
+            return dict(s.exec(select(Job.id, Job.user).where(Job.id.in_(ids))).all())
+
+    def events_written(self, events: Sequence[tuple[int, str, str | None]]) -> None:
+        """Tell the event hooks about committed events: (event id, job id, user) each."""
+        if events and self.event_hooks:
+            self.run_event_hooks({"kind": "events",
+                                  "events": [list(e) for e in events]})
+
+    def run_event_hooks(self, notice: dict) -> None:
+        for hook in self.event_hooks:
+            try:
+                hook(notice)
+            except Exception:  # a notice is a hint (streams also read on their own)
+                log.exception("event hook %r failed", hook)
 
     def events(self, job_id: str) -> list[Event]:
         with self.session() as s:
@@ -226,6 +263,17 @@ class Store(FileRecords, SweepRecords, SessionRecords, NotificationRecords, Admi
     def last_event_id(self) -> int:
         with self.session() as s:
             return s.exec(select(func.max(Event.id))).one() or 0
+
+    def events_with_jobs_after(self, after: int, limit: int, upto: int | None = None
+                               ) -> list[tuple[int, str, str, dt.datetime, Job]]:
+        """events_after, each row with its job as it is now (the event bus's one query
+        per refresh, for every stream of the process)."""
+        query = select(Event.id, Event.job_id, Job.user, Event.time, Job) \
+            .join(Job, Job.id == Event.job_id).where(Event.id > after)
+        if upto is not None:
+            query = query.where(Event.id <= upto)
+        with self.session() as s:
+            return [tuple(row) for row in s.exec(query.order_by(Event.id).limit(limit)).all()]
 
     def events_after(self, after: int, limit: int,
                      upto: int | None = None) -> list[tuple[int, str, str, dt.datetime]]:

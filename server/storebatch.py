@@ -21,8 +21,8 @@ log = logging.getLogger("hpcbridge.store")
 
 
 class BatchRecords:
-    """Mixed into Store: needs self.session(), self.add_notifications and
-    self.transition_hooks."""
+    """Mixed into Store: needs self.session(), self.add_notifications,
+    self.transition_hooks, self.event_hooks, self.users_of and self.events_written."""
 
     def transition_many(self, to: str, moves: Mapping[str, tuple[str, dict[str, Any]]], *,
                         expect: Iterable[str] | None = None,
@@ -46,17 +46,35 @@ class BatchRecords:
                                       {"_id": job_id, **{f"v_{k}": v for k, v in values.items()}})
                 if result.rowcount == 1:
                     moved.append(job_id)
-            if moved:
-                conn.execute(Event.__table__.insert(), [
-                    {"job_id": job_id, "time": now, "type": event_type or to,
-                     "message": moves[job_id][0]} for job_id in moved])
+            event_ids = self._insert_events(conn, [
+                {"job_id": job_id, "time": now, "type": event_type or to,
+                 "message": moves[job_id][0]} for job_id in moved])
             if to in FINAL:
                 for job_id in moved:
                     self.add_notifications(s, job_id, to, moves[job_id][0])
             s.commit()
+        self._notify_events(event_ids, moved)
         for job_id in moved:
             self._run_hooks(job_id, to)
         return moved
+
+    def _insert_events(self, conn, rows: list[dict]) -> list[int]:
+        """Insert Event rows; their ids in row order when event hooks want them (RETURNING,
+        SQLite >= 3.35 and PostgreSQL), else none (the plain executemany is cheaper)."""
+        if not rows:
+            return []
+        table = Event.__table__
+        if not self.event_hooks:
+            conn.execute(table.insert(), rows)
+            return []
+        result = conn.execute(table.insert().returning(table.c.id,
+                                                       sort_by_parameter_order=True), rows)
+        return [row[0] for row in result]
+
+    def _notify_events(self, event_ids: list[int], job_ids: list[str]) -> None:
+        if event_ids:
+            users = self.users_of(job_ids)
+            self.events_written([(e, j, users.get(j)) for e, j in zip(event_ids, job_ids)])
 
     def _run_hooks(self, job_id: str, to: str) -> None:
         for hook in self.transition_hooks:
@@ -85,13 +103,14 @@ class BatchRecords:
             return
         with self.session() as s:
             conn = s.connection()
-            conn.execute(Event.__table__.insert(), rows)
+            event_ids = self._insert_events(conn, rows)
             if touch:
                 for row in rows:
                     conn.execute(_guarded_update(("message", "updated_at"), None),
                                  {"_id": row["job_id"], "v_message": row["message"],
                                   "v_updated_at": now})
             s.commit()
+        self._notify_events(event_ids, [row["job_id"] for row in rows])
 
     def admission_view(self, hpc: str) -> tuple[Counter, list]:
         """What admission needs, without loading whole jobs: (jobs in the scheduler per

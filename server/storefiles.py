@@ -14,10 +14,14 @@ from .models import Event, Job, LogChunk, Upload
 
 DEFAULT_MAX_LOG_BYTES = 64 << 20  # per job and stream
 LOG_CAPPED_EVENT = "log_capped"
+# Log text carried by a notice at most; past it the notice names only the offset and the
+# stream's client reads the range (a pub/sub message is copied to every subscriber).
+LOG_NOTICE_MAX_BYTES = 64 << 10
 
 
 class FileRecords:
-    """Mixed into Store: needs self.session() and self.max_log_bytes."""
+    """Mixed into Store: needs self.session(), self.max_log_bytes, self.event_hooks and
+    self.run_event_hooks."""
 
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
 
@@ -33,19 +37,27 @@ class FileRecords:
         cap = self.max_log_bytes
         kept = data[:max(0, cap - offset)]
         now = utcnow()
+        capped = None
         with self.session() as s:
-            result = s.exec(update(Job).where(Job.id == job_id, cursor == offset)
-                            .values({cursor.key: offset + len(data), "log_changed_at": now}))
-            if result.rowcount != 1:
+            # RETURNING the user: the log notice names it (SQLite >= 3.35, PostgreSQL)
+            user = s.exec(update(Job).where(Job.id == job_id, cursor == offset)
+                          .values({cursor.key: offset + len(data), "log_changed_at": now})
+                          .returning(Job.user)).first()
+            if user is None:
                 s.rollback()
                 return False
             if kept:
                 s.add(LogChunk(job_id=job_id, stream=stream, offset=offset, data=kept))
             if len(kept) < len(data) and offset <= cap:  # the append that crossed the cap
-                s.add(Event(job_id=job_id, time=now, type=LOG_CAPPED_EVENT,
-                            message=f"the {stream} log is longer than {cap} bytes, the "
-                                    "limit of this site: the rest is not kept"))
+                capped = Event(job_id=job_id, time=now, type=LOG_CAPPED_EVENT,
+                               message=f"the {stream} log is longer than {cap} bytes, the "
+                                       "limit of this site: the rest is not kept")
+                s.add(capped)
             s.commit()
+        if self.event_hooks:
+            self.run_event_hooks(log_notice(job_id, user[0], stream, offset, data, kept))
+            if capped is not None:
+                self.events_written([(capped.id, job_id, user[0])])
         return True
 
     def read_log(self, job_id: str, stream: str, offset: int = 0,
@@ -111,3 +123,14 @@ class FileRecords:
             if upload is not None:
                 s.delete(upload)
                 s.commit()
+
+
+def log_notice(job_id: str, user: str, stream: str, offset: int, data: bytes,
+               kept: bytes) -> dict:
+    """The notice of log bytes stored at `offset`: their text when all were kept and they
+    are small enough, else null (the client reads the range). Bytes are decoded as UTF-8,
+    a character cut at a chunk's edge as U+FFFD; `offset` and `size` count bytes."""
+    whole = len(kept) == len(data) and len(data) <= LOG_NOTICE_MAX_BYTES
+    return {"kind": "log", "job_id": job_id, "user": user, "stream": stream,
+            "offset": offset, "size": len(data),
+            "text": data.decode("utf-8", "replace") if whole else None}
