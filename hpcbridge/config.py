@@ -10,8 +10,10 @@ import os
 import signal
 import time
 
-from traitlets import Bool, Dict, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Type, Unicode, default
 from traitlets.config import Application, Configurable
+
+from .artifacts import ArtifactStore, SharedFolderArtifacts
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLED_APPS = os.path.join(HERE, "apps")
@@ -25,8 +27,9 @@ def default_data_dir() -> str:
 class Site(Configurable):
     """Where things are: database, Redis, data, HPCs and applications."""
 
-    data_dir = Unicode(help="Folder for the SQLite database, uploads, results and the "
-                            "embedded Redis. Default: $HPCBRIDGE_DATA_DIR or "
+    data_dir = Unicode(help="Folder for the SQLite database, the embedded Redis and (unless "
+                            "artifact_store_class says otherwise) uploads, app snapshots "
+                            "and results. Default: $HPCBRIDGE_DATA_DIR or "
                             "~/.local/share/hpcbridge.").tag(config=True)
 
     @default("data_dir")
@@ -93,17 +96,20 @@ class Site(Configurable):
     max_log_bytes_per_cycle = Int(256 * 1024, help="Largest log read per job and cycle."
                                   ).tag(config=True)
 
-    @property
-    def results_dir(self) -> str:
-        return os.path.join(self.data_dir, "results")
+    artifact_store_class = Type(SharedFolderArtifacts, klass=ArtifactStore,
+                                help="Where uploads, app snapshots and results are kept, "
+                                     "the same for every host of the site: "
+                                     "SharedFolderArtifacts (a folder every host mounts, "
+                                     "c.SharedFolderArtifacts.root) or a site's own "
+                                     "hpcbridge.artifacts.ArtifactStore.").tag(config=True)
 
     @property
-    def uploads_dir(self) -> str:
-        return os.path.join(self.data_dir, "uploads")
-
-    @property
-    def apps_dir(self) -> str:
-        return os.path.join(self.data_dir, "apps")
+    def artifacts(self) -> ArtifactStore:
+        """The site's artifact store (one per Site): the only way to artifact files."""
+        store = self.__dict__.get("_artifacts")
+        if store is None:
+            store = self.__dict__["_artifacts"] = self.artifact_store_class(parent=self)
+        return store
 
     def hpc_configs(self):
         """Every HPC entry as an HPCConfig; an unknown `scheduler` name is refused here (its

@@ -13,24 +13,25 @@ from traitlets import Bool, Int
 from traitlets.config import Configurable
 
 from hpcbridge import __version__
-from hpcbridge.config import ConfigFileApp, Site
+from hpcbridge.artifacts import SharedFolderArtifacts
+from hpcbridge.config import ConfigFileApp, Site, connect_redis, release_redis
 from hpcbridge.notifyrules import Notifier
 
 from .config import Maintainer
 from .metrics import MaintainerMetrics, PoolMetrics
-from .worker import run_worker
+from .worker import EXIT_WRONG_STORE, check_artifacts, run_worker
 
 log = logging.getLogger("hpcbridge.maintainer")
 
 
 def configurable_classes() -> list[type[Configurable]]:
-    """Every class a maintainer reads from hpcbridge_config.py: Site, Maintainer, its
-    metrics and notifications, and any
+    """Every class a maintainer reads from hpcbridge_config.py: Site, its artifact store,
+    Maintainer, its metrics and notifications, and any
     built-in scheduler handler that is itself configurable (none is today: an HPC's
     Slurm commands and batch prelude are part of its Site.hpcs entry)."""
     from hpcbridge.connectors.handlers import BUILTIN_HANDLERS
     handlers = [cls for cls in BUILTIN_HANDLERS.values() if issubclass(cls, Configurable)]
-    return [Site, Maintainer, MaintainerMetrics, Notifier, *handlers]
+    return [Site, SharedFolderArtifacts, Maintainer, MaintainerMetrics, Notifier, *handlers]
 
 
 class MaintainerApp(ConfigFileApp):
@@ -39,7 +40,8 @@ class MaintainerApp(ConfigFileApp):
     description = "Drives every job's life on the HPCs: stage, submit, watch, cancel, collect."
     classes = configurable_classes()
     aliases = {"workers": "MaintainerApp.workers", "config": "MaintainerApp.config_file",
-               "data-dir": "Site.data_dir", "db-url": "Site.db_url",
+               "data-dir": "Site.data_dir", "artifacts": "SharedFolderArtifacts.root",
+               "db-url": "Site.db_url",
                "redis-url": "Site.redis_url", "log-level": "Application.log_level",
                "metrics-port": "MaintainerMetrics.port"}
     flags = {"burst": ({"MaintainerApp": {"burst": True}}, "exit when the queues are empty"),
@@ -58,10 +60,24 @@ class MaintainerApp(ConfigFileApp):
         if self.workers <= 1:
             run_worker(self.config, self.burst)
             return
+        self.check_artifacts()
         self.run_pool()
 
+    def check_artifacts(self) -> None:
+        """The pool starts no worker when this host does not see the site's artifact store
+        (each worker checks again at its own start)."""
+        site = Site(config=self.config)
+        redis = connect_redis(site)
+        try:
+            check_artifacts(site, redis)
+        finally:
+            release_redis(redis)
+
     def run_pool(self) -> None:
-        Supervisor(self.config, self.burst, self.workers).run()
+        supervisor = Supervisor(self.config, self.burst, self.workers)
+        supervisor.run()
+        if supervisor.exit_code:
+            self.exit(supervisor.exit_code)
 
 
 # A worker that died is started again after a pause that doubles while it keeps dying soon
@@ -84,6 +100,7 @@ class Supervisor:
         self.due = [0.0] * workers  # when a dead worker is started again
         self.done = [False] * workers  # burst: a worker that emptied its queues
         self.stopping = threading.Event()
+        self.exit_code = 0
         self.metrics = PoolMetrics(config)  # one /metrics for every worker
 
     def start(self, i: int) -> None:
@@ -125,6 +142,12 @@ class Supervisor:
                 p.join()
                 self.procs[i] = None
                 self.metrics.worker_died(p.pid)
+                if p.exitcode == EXIT_WRONG_STORE:  # said why in its log: no restart helps
+                    log.critical("worker %d (pid %d) does not see the site's artifact store:"
+                                 " stopping the pool", i, p.pid)
+                    self.exit_code = 1
+                    self._on_signal(signal.SIGTERM, None)
+                    continue
                 if self.burst and p.exitcode == 0:
                     self.done[i] = True
                     continue

@@ -5,20 +5,20 @@ import asyncio
 import contextlib
 import io
 import os
-import shutil
 import stat
 import tarfile
 import time
 import uuid
 from dataclasses import dataclass, field
 
+from hpcbridge.artifacts import APP_IGNORED
 from hpcbridge.connectors.errors import JobFileError
 from hpcbridge.connectors.layout import COLLECTED_FILES, JOB_JSON, RESULT_DIR, WorkDir
 from hpcbridge.connectors.transport import Transport
 
 from .jobspec import job_json
 
-IGNORED = {".git", "__pycache__", ".ipynb_checkpoints"}
+IGNORED = APP_IGNORED  # never staged: a clone's .git, caches, the snapshot's stamp
 
 
 async def stage_in(transport: Transport, job, app_path: str, upload_path: str | None,
@@ -181,36 +181,28 @@ class Collected:
 
 
 async def stage_out(transport: Transport, workdir: WorkDir, dest: str) -> Collected:
-    """The results folder and the job's logs and job.json into the middleware's result
-    store: written aside, checked against the remote listing (every regular file there,
-    of the same size), then swapped in whole.
+    """The results folder and the job's logs and job.json into `dest`, an empty folder
+    the artifact store swaps in whole once this returns (ArtifactStore.writing), checked
+    against the remote listing: every regular file there, of the same size.
 
     Raises a ConnectorError for the HPC's side (JobFileError: a result the job made
-    unreadable), OSError for this machine's (the result store full or read-only) and
-    ResultsIncomplete when the copy does not match: then nothing is swapped in."""
-    tmp = dest + ".partial"
-    await asyncio.to_thread(_fresh, tmp)
+    unreadable), OSError for this machine's (the artifact store full or read-only) and
+    ResultsIncomplete when the copy does not match: then the caller keeps nothing."""
     entries = {e.path: e for e in await transport.listdir(workdir.path)}
     done = Collected()
     if RESULT_DIR in entries and entries[RESULT_DIR].is_dir:
-        await transport.download(workdir.result, os.path.join(tmp, RESULT_DIR))
+        await transport.download(workdir.result, os.path.join(dest, RESULT_DIR))
     for name in COLLECTED_FILES:
         if name in entries and not entries[name].is_dir:
             try:
-                await transport.download(workdir.join(name), os.path.join(tmp, name))
+                await transport.download(workdir.join(name), os.path.join(dest, name))
             except JobFileError as exc:  # the job's log or job.json, not its results
                 done.unreadable.append(f"{name}: {exc.why}")
     wanted = [e for p, e in entries.items() if not e.is_dir and
               (p.startswith(RESULT_DIR + "/") or p in COLLECTED_FILES)]
-    done.skipped, done.files = await asyncio.to_thread(_verify, tmp, wanted,
+    done.skipped, done.files = await asyncio.to_thread(_verify, dest, wanted,
                                                        {u.split(":")[0] for u in done.unreadable})
-    await asyncio.to_thread(_swap, tmp, dest)
     return done
-
-
-def _fresh(folder: str) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
 
 
 def _verify(tmp: str, wanted, unreadable: set[str]) -> tuple[list[str], int]:
@@ -230,15 +222,3 @@ def _verify(tmp: str, wanted, unreadable: set[str]) -> tuple[list[str], int]:
                                     f"{entry.size} on the HPC")
         files += 1
     return skipped, files
-
-
-def _swap(tmp: str, dest: str) -> None:
-    """Put the verified copy in place of any older one (a retried collection)."""
-    if os.path.lexists(dest):
-        old = dest + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)

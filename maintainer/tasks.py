@@ -3,7 +3,6 @@ running it twice, or after a crash halfway, moves a job on without doing anythin
 from __future__ import annotations
 
 import logging
-import os
 
 from hpcbridge import joblog
 from hpcbridge.clock import utcnow
@@ -109,8 +108,10 @@ def _stage_and_submit(rt: Runtime, job) -> str:
         upload = rt.store.get_upload(job.upload) if job.upload else None
         # built before staging: a job that cannot run stages nothing
         spec = spec_for(job, app, workdir, rt.hpcs[job.hpc], bool(upload))
-        sent = rt.run(stage_in(handler.transport, job, app.path,
-                               upload.path if upload else None, workdir),
+        artifacts = rt.site.artifacts
+        sent = rt.run(stage_in(handler.transport, job, artifacts.path("apps", app.id),
+                               artifacts.path("uploads", upload.id) if upload else None,
+                               workdir),
                       timeout=TRANSFER_TIMEOUT_SECONDS)
         rt.store.add_event(job.id, "staged", f"staged {sent} items into {workdir.path}")
         if rt.store.get_job(job.id).cancel_requested:
@@ -206,9 +207,10 @@ def _collect(rt: Runtime, job):
         return None
     handler = rt.handlers[job.hpc]
     tail_logs(rt, handler, [job], until_end=True)
-    dest = os.path.join(rt.site.results_dir, job.id)
-    collected = rt.run(stage_out(handler.transport, WorkDir(job.remote_dir), dest),
-                       timeout=TRANSFER_TIMEOUT_SECONDS)
+    # swapped in whole only after a verified copy (ArtifactStore.writing)
+    with rt.site.artifacts.writing("results", job.id) as dest:
+        collected = rt.run(stage_out(handler.transport, WorkDir(job.remote_dir), dest),
+                           timeout=TRANSFER_TIMEOUT_SECONDS)
     message = f"{collected.files} result files collected"
     if collected.skipped:
         message += (f"; {len(collected.skipped)} left out (not regular files: links, "

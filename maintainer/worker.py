@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -17,6 +18,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 from traitlets.config import Config
 
 from hpcbridge import joblog
+from hpcbridge.artifacts import StoreMismatch, check_same_store
 from hpcbridge.config import Site
 from hpcbridge.lifecycle import JobStatus
 
@@ -39,6 +41,29 @@ RECONNECT_WAIT = (0.2, 2.0)  # back-off between tries to reach Redis: first, lon
 # by then every worker has written again the claims of the jobs it is still working on.
 CLAIMED_REFILL_GRACE = 2 * RECONNECT_WAIT[1] + 2 * WATCH_SECONDS
 RESTART_PAUSE = (1.0, 30.0)  # pause before rq's loop is started again: first, longest
+# a worker that does not see the site's artifact store exits with this (EX_CONFIG): the
+# pool stops instead of starting it again (maintainer/app.py Supervisor)
+EXIT_WRONG_STORE = 78
+
+
+def check_artifacts(site: Site, redis) -> bool:
+    """Whether this process sees the site's artifact store (hpcbridge.artifacts); False
+    when Redis cannot say now. Raises SystemExit(EXIT_WRONG_STORE) when it does not, with
+    the store's path and this host in the log."""
+    artifacts = site.artifacts
+    try:
+        check_same_store(artifacts, redis, site.queue_prefix)
+        return True
+    except StoreMismatch as exc:
+        log.critical("refusing to start: %s", exc)
+    except OSError as exc:  # the folder cannot be written: no job could end
+        log.critical("refusing to start: the artifact store %s cannot be used on host %s: "
+                     "%s", artifacts.where(), socket.gethostname(), exc)
+    except REDIS_DOWN as exc:
+        log.warning("artifact store %s not checked yet, Redis is away: %s",
+                    artifacts.where(), exc)
+        return False
+    raise SystemExit(EXIT_WRONG_STORE)
 
 
 class _QuietOutage(logging.Filter):
@@ -62,6 +87,7 @@ class RedisWatch:
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._claimed_due: float | None = None
+        self.artifacts_checked = False  # run_worker's check at start, or the next tick's
 
     def run(self) -> None:
         while not self.stop.wait(WATCH_SECONDS):
@@ -78,7 +104,16 @@ class RedisWatch:
 
     def tick(self) -> None:
         claims.reassert(self.rt)
-        if self.rt.redis.set(self.epoch_key, self.rt.worker_id, nx=True):
+        epoch_lost = self.rt.redis.set(self.epoch_key, self.rt.worker_id, nx=True)
+        if epoch_lost or not self.artifacts_checked:
+            # Redis came back empty: the site's artifact id is recorded again, from a
+            # store known to be right, before a newcomer can record its own
+            try:
+                self.artifacts_checked = check_artifacts(self.rt.site, self.rt.redis)
+            except SystemExit:
+                os.kill(os.getpid(), signal.SIGTERM)  # stop as a warm shutdown does
+                return
+        if epoch_lost:
             log.info("Redis holds no queues of ours: refilling them from the store")
             refill(self.rt, [JobStatus.QUEUED])
             self._claimed_due = time.monotonic() + CLAIMED_REFILL_GRACE
@@ -251,11 +286,17 @@ def run_worker(config: Config | None = None, burst: bool = False,
     for name in ("rq.worker", "hpcbridge.maintainer"):  # the poller's failed cycles too
         logging.getLogger(name).addFilter(_QuietOutage())
     rt = R.Runtime(Site(config=config or Config()))
+    try:
+        checked = check_artifacts(rt.site, rt.redis)
+    except SystemExit:
+        rt.close()
+        raise
     joblog.set_worker(rt.worker_id)
     R.install(rt)
     stop = threading.Event()
     poller = Poller(rt, stop)
     watch = RedisWatch(rt, stop, parent_pid)
+    watch.artifacts_checked = checked
     instrument_worker(rt, poller)
     threads = [
         threading.Thread(target=deliver_until_stopped, args=(rt, stop),

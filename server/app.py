@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
 
 from tornado import web
@@ -12,6 +13,7 @@ from tornado.httpserver import HTTPServer
 from traitlets import Float, Int, Type, Unicode, default
 
 from hpcbridge import __version__
+from hpcbridge.artifacts import SharedFolderArtifacts, StoreMismatch, check_same_store
 from hpcbridge.config import ConfigFileApp, Site
 from hpcbridge.notifyrules import Notifier
 from hpcbridge.sessionconfig import SessionSettings
@@ -33,6 +35,7 @@ from .store import Store
 from .uploadstore import clean_up, private_dir
 
 log = logging.getLogger("hpcbridge.server")
+ARTIFACT_RECHECK_SECONDS = 5.0  # Redis was away at start: the store is checked this often
 BODY_SLACK = 64 << 10  # one read chunk: the handler sees the body pass its bound first
 # Ctrl-C, a service manager's stop, and the terminal closing (SIGHUP) all stop it cleanly
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -90,15 +93,17 @@ class HPCBridgeServer(ConfigFileApp):
     name = "hpcbridge-server"
     version = __version__
     description = "The hpcbridge middleware: REST API, job store and queue."
-    classes = [Site, HubAuthenticator, StaticTokenAuthenticator, CyberGISCompat,
-               SessionSettings, Notifier, metrics.Metrics]
+    classes = [Site, SharedFolderArtifacts, HubAuthenticator, StaticTokenAuthenticator,
+               CyberGISCompat, SessionSettings, Notifier, metrics.Metrics]
     aliases = {"ip": "HPCBridgeServer.ip", "port": "HPCBridgeServer.port",
                "config": "HPCBridgeServer.config_file", "data-dir": "Site.data_dir",
-               "db-url": "Site.db_url", "redis-url": "Site.redis_url",
-               "log-level": "Application.log_level"}
+               "artifacts": "SharedFolderArtifacts.root", "db-url": "Site.db_url",
+               "redis-url": "Site.redis_url", "log-level": "Application.log_level"}
     flags = {"generate-config": ({"HPCBridgeServer": {"generate_config": True}},
                                  "write hpcbridge_config.py with every setting, commented")}
 
+    exit_code = 0  # 1: stopped because the artifact store is not the site's
+    artifacts_checked = False
     ip = Unicode("127.0.0.1", help="Address to listen on.").tag(config=True)
     port = Int(8710, help="Port to listen on.").tag(config=True)
     base_url = Unicode("/", help="URL prefix, e.g. /services/hpcbridge/ behind JupyterHub's "
@@ -144,17 +149,19 @@ class HPCBridgeServer(ConfigFileApp):
             return
         os.umask(0o077)  # everything this service creates is its own: data, uploads, db
         self.site = Site(parent=self)
-        for folder in (self.site.data_dir, self.site.uploads_dir, self.site.results_dir):
-            private_dir(folder)
+        private_dir(self.site.data_dir)
         self.ctx = self.make_context()
 
     def make_context(self) -> ServerContext:
         store = open_store(self.site, self.log)
         hpcs = self.site.hpc_configs()
+        queue = JobQueue(self.site)
+        # before anything is written into the artifact store
+        self.artifacts_checked = self.check_artifacts(queue)
         self.register_apps(store)
         prefix = self.base_url.rstrip("/") + "/api/v1/"
         return ServerContext(
-            site=self.site, store=store, queue=JobQueue(self.site),
+            site=self.site, store=store, queue=queue,
             authenticator=self.authenticator_class(parent=self), hpcs=hpcs,
             api_prefix=prefix, openapi=build_openapi(prefix.rstrip("/")),
             max_upload_bytes=self.max_upload_size, sse_interval=self.sse_interval,
@@ -166,10 +173,50 @@ class HPCBridgeServer(ConfigFileApp):
             session_settings=SessionSettings(parent=self),
             tunnels=Tunnels(hpcs, self.site.handler_registry()))
 
+    def check_artifacts(self, queue: JobQueue) -> bool:
+        """Whether this process sees the site's artifact store (hpcbridge.artifacts): exit
+        at once when it does not; False when Redis cannot say now (checked again soon)."""
+        import redis
+        artifacts = self.site.artifacts
+        try:
+            site_id = check_same_store(artifacts, queue.redis, self.site.queue_prefix)
+        except StoreMismatch as exc:
+            self.log.critical("refusing to start: %s", exc)
+            raise SystemExit(1) from None
+        except OSError as exc:  # the folder cannot be written: nothing would work
+            self.log.critical("refusing to start: the artifact store %s cannot be used "
+                              "on host %s: %s", artifacts.where(), socket.gethostname(), exc)
+            raise SystemExit(1) from None
+        except redis.RedisError as exc:
+            self.log.warning("artifact store %s not checked yet, Redis is away (%s): "
+                             "checked again every %.0f s", artifacts.where(), exc,
+                             ARTIFACT_RECHECK_SECONDS)
+            return False
+        self.log.info("artifact store %s (site artifacts %s)", artifacts.where(), site_id)
+        return True
+
+    async def check_artifacts_until_done(self, stop: asyncio.Event) -> None:
+        """The start-up check, once Redis answers; a store that is not the site's stops
+        the middleware (exit code 1)."""
+        loop = asyncio.get_running_loop()
+        while not self.artifacts_checked and not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), ARTIFACT_RECHECK_SECONDS)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                self.artifacts_checked = await loop.run_in_executor(
+                    None, self.check_artifacts, self.ctx.queue)
+            except SystemExit:
+                self.exit_code = 1
+                stop.set()
+                return
+
     def register_apps(self, store: Store) -> None:
         for source in self.site.apps:
             try:
-                store.put_app(fetch_app(source, self.site.apps_dir))
+                store.put_app(fetch_app(source, self.site.artifacts))
             except APIError as exc:
                 self.log.error("app %s not registered: %s", source, exc.message)
 
@@ -200,6 +247,8 @@ class HPCBridgeServer(ConfigFileApp):
             asyncio.run(self.serve())
         except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop now, quietly
             pass
+        if self.exit_code:
+            self.exit(self.exit_code)
 
     async def serve(self, ready: asyncio.Event | None = None):
         # bodies past max_body_size are refused unread (the upload route lifts it for a
@@ -211,9 +260,10 @@ class HPCBridgeServer(ConfigFileApp):
                             body_timeout=self.body_timeout)
         server.listen(self.port, self.ip)
         cleaner = asyncio.ensure_future(self.clean_up_periodically())
+        stop = asyncio.Event()
+        checker = asyncio.ensure_future(self.check_artifacts_until_done(stop))
         self.log.info("hpcbridge middleware %s on http://%s:%d%s", __version__, self.ip,
                       self.port, self.base_url.rstrip("/") + "/api/v1")
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             try:
@@ -226,6 +276,7 @@ class HPCBridgeServer(ConfigFileApp):
             await stop.wait()
         finally:
             cleaner.cancel()
+            checker.cancel()
             for sig in STOP_SIGNALS:
                 try:
                     loop.remove_signal_handler(sig)

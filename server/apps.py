@@ -6,8 +6,8 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
+from hpcbridge.artifacts import APP_IGNORED, SNAPSHOT_FILE, ArtifactStore, app_digest
 from hpcbridge.manifest import Manifest, parse_manifest
 
 from .errors import ValidationFailed
@@ -35,29 +35,41 @@ def read_manifest(folder: str) -> Manifest:
     return parse_manifest(data)
 
 
-def fetch_app(source: str, apps_dir: str, app_id: str | None = None) -> App:
-    """Register a local folder in place, or clone a git URL into apps_dir (blocking)."""
+def fetch_app(source: str, artifacts: ArtifactStore, app_id: str | None = None) -> App:
+    """Snapshot an application into the artifact store (blocking): a local folder is copied
+    (again only when it changed), a git URL cloned. Every host stages from the snapshot."""
     app_id = app_id or app_id_from(source)
     if os.path.isdir(source):
-        folder = os.path.abspath(source)
+        _snapshot_folder(os.path.abspath(source), artifacts, app_id)
     else:
         if not re.match(r"^(https?|git|ssh|file)://", source) and not source.endswith(".git"):
             raise ValidationFailed("source must be a folder on the middleware or a git URL",
                                    [{"loc": ["source"], "msg": "not a folder or git URL"}])
-        os.makedirs(apps_dir, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=apps_dir, prefix=".clone-")
-        try:
+        with artifacts.writing("apps", app_id) as tmp:
             result = subprocess.run(["git", "clone", "--depth", "1", "--", source, tmp],
                                     capture_output=True, text=True, timeout=300)
             if result.returncode != 0:
                 raise ValidationFailed(f"git clone failed: {result.stderr.strip()[-500:]}",
                                        [{"loc": ["source"], "msg": "git clone failed"}])
             read_manifest(tmp)
-            folder = os.path.join(apps_dir, app_id)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    folder = artifacts.path("apps", app_id)
     manifest = read_manifest(folder)
     return App(id=app_id, name=manifest.name, source=source, path=folder,
                manifest=manifest.model_dump(exclude_none=True))
+
+
+def _snapshot_folder(source: str, artifacts: ArtifactStore, app_id: str) -> None:
+    read_manifest(source)  # a folder without a valid manifest replaces no snapshot
+    digest = app_digest(source)
+    stamp = json.dumps({"source": source, "digest": digest})
+    try:
+        with open(os.path.join(artifacts.path("apps", app_id), SNAPSHOT_FILE)) as f:
+            if json.load(f).get("digest") == digest:
+                return  # unchanged: every middleware's start-up finds it so
+    except (OSError, ValueError):
+        pass
+    with artifacts.writing("apps", app_id) as tmp:
+        shutil.copytree(source, tmp, symlinks=True, dirs_exist_ok=True,
+                        ignore=lambda _top, names: [n for n in names if n in APP_IGNORED])
+        with open(os.path.join(tmp, SNAPSHOT_FILE), "w") as f:
+            f.write(stamp)

@@ -3,8 +3,8 @@
 Counted in this process: request latency by route pattern, method and status; job
 transitions made here. Read at scrape time, so that they are right however many
 middlewares and workers run: jobs by status and HPC (the store), HPC reachability, worker
-heartbeats, queue depth per HPC (rq's Redis lists), artifact store usage (bytes under
-Site.uploads_dir and results_dir, cached a few seconds), hub lookups and token cache hits
+heartbeats, queue depth per HPC (rq's Redis lists), artifact store usage (uploads and
+results, ArtifactStore.usage, cached a few seconds), hub lookups and token cache hits
 (the authenticator's own counts). docs/metrics.md lists them all.
 
 Access follows JupyterHub's own /hub/metrics (`JupyterHub.authenticate_prometheus`, on by
@@ -183,26 +183,21 @@ class TransitionObserver:
 
 # --- read at scrape time -------------------------------------------------------------------
 class _FolderSizes:
-    """Bytes and files under each folder, walked at most every ARTIFACT_CACHE_SECONDS."""
+    """(bytes, files) of each kind of artifact (ArtifactStore.usage), measured at most
+    every ARTIFACT_CACHE_SECONDS."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._at: dict[str, tuple[float, int, int]] = {}
+        self._at: dict[tuple[int, str], tuple[float, int, int]] = {}
 
-    def get(self, path: str) -> tuple[int, int]:
+    def get(self, artifacts, kind: str) -> tuple[int, int]:
+        key = (id(artifacts), kind)
         with self._lock:
-            cached = self._at.get(path)
+            cached = self._at.get(key)
             if cached and time.monotonic() - cached[0] < ARTIFACT_CACHE_SECONDS:
                 return cached[1], cached[2]
-            size = files = 0
-            for root, _dirs, names in os.walk(path):
-                for name in names:
-                    try:
-                        size += os.lstat(os.path.join(root, name)).st_size
-                        files += 1
-                    except OSError:  # removed while walking
-                        pass
-            self._at[path] = (time.monotonic(), size, files)
+            size, files = artifacts.usage(kind)
+            self._at[key] = (time.monotonic(), size, files)
             return size, files
 
 
@@ -280,9 +275,8 @@ class ScrapeCollector:
                                  labels=["store"])
         files = GaugeMetricFamily("hpcbridge_artifact_files", "Files in the artifact store",
                                   labels=["store"])
-        for name, path in (("uploads", self.ctx.site.uploads_dir),
-                           ("results", self.ctx.site.results_dir)):
-            n_bytes, n_files = FOLDER_SIZES.get(path)
+        for name in ("uploads", "results"):
+            n_bytes, n_files = FOLDER_SIZES.get(self.ctx.site.artifacts, name)
             size.add_metric([name], n_bytes)
             files.add_metric([name], n_files)
         yield from (size, files)

@@ -1,57 +1,38 @@
-"""The middleware's own files on its host: private folders, and the periodic clean-up of
-uploads no job uses and of upload temp files left by a crash (docs/security.md)."""
+"""The periodic clean-up of the artifact store: uploads no job uses, upload temp files and
+unfinished writes left by a crash (docs/security.md). Files through Site.artifacts only."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import shutil
-import time
 
+from hpcbridge.archive import UnsafePath
+from hpcbridge.artifacts import INCOMING_PREFIX, ArtifactStore, private_dir
 from hpcbridge.clock import utcnow
 
 log = logging.getLogger("hpcbridge.server")
-INCOMING_PREFIX = ".incoming-"  # an upload being received
+__all__ = ["INCOMING_PREFIX", "clean_up", "expire_uploads", "private_dir",
+           "remove_stale_incoming"]
+# a write of results or an app snapshot (a worker's, a middleware's) left this long is dead:
+# far past the longest task (hpcbridge.taskqueue.TASK_TIMEOUT_SECONDS)
+STALE_WRITE_SECONDS = 2 * 86400.0
 
 
-def private_dir(path: str) -> str:
-    """Make `path` (a folder of the service's own) exist with mode 0700."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if os.stat(path).st_mode & 0o7777 != 0o700:
-        os.chmod(path, 0o700)
-    return path
+def remove_stale_incoming(artifacts: ArtifactStore, older_than: float) -> int:
+    """Remove upload temp files (and unfinished upload writes) not written to for
+    `older_than` seconds; how many."""
+    return artifacts.remove_stale("uploads", older_than)
 
 
-def remove_stale_incoming(uploads_dir: str, older_than: float) -> int:
-    """Remove upload temp files not written to for `older_than` seconds; how many."""
-    removed = 0
-    try:
-        entries = list(os.scandir(uploads_dir))
-    except FileNotFoundError:
-        return 0
-    cutoff = time.time() - older_than
-    for entry in entries:
-        if not entry.name.startswith(INCOMING_PREFIX):
-            continue
-        try:
-            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                os.unlink(entry.path)
-                removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
-
-
-def expire_uploads(store, uploads_dir: str, max_age: float) -> int:
+def expire_uploads(store, artifacts: ArtifactStore, max_age: float) -> int:
     """Remove uploads older than `max_age` seconds that no job still to end uses: their
     files first, then their record. How many were removed."""
     before = utcnow() - dt.timedelta(seconds=max_age)
     removed = 0
-    root = os.path.realpath(uploads_dir)
     for upload in store.unused_uploads(before):
-        path = os.path.realpath(upload.path)
-        if os.path.dirname(path) == root:  # only ever a folder of the uploads dir
-            shutil.rmtree(path, ignore_errors=True)
+        try:  # by id: a record never names what is removed
+            artifacts.delete("uploads", upload.id)
+        except UnsafePath as exc:
+            log.warning("upload %s not removed: %s", upload.id, exc)
         store.remove_upload(upload.id)
         removed += 1
     return removed
@@ -59,11 +40,14 @@ def expire_uploads(store, uploads_dir: str, max_age: float) -> int:
 
 def clean_up(ctx) -> None:
     """One round of the clean-up; never raises (it runs in the io loop's timer)."""
+    artifacts = ctx.site.artifacts
     try:
-        gone = expire_uploads(ctx.store, ctx.site.uploads_dir, ctx.upload_max_age)
-        stale = remove_stale_incoming(ctx.site.uploads_dir, ctx.upload_body_timeout + 60)
+        gone = expire_uploads(ctx.store, artifacts, ctx.upload_max_age)
+        stale = remove_stale_incoming(artifacts, ctx.upload_body_timeout + 60)
+        stale += sum(artifacts.remove_stale(kind, STALE_WRITE_SECONDS)
+                     for kind in ("apps", "results"))
         if gone or stale:
-            log.info("clean-up: %d expired uploads and %d stale upload files removed",
+            log.info("clean-up: %d expired uploads and %d stale temporary files removed",
                      gone, stale)
     except Exception as exc:  # the database may be away for a moment: next round
         log.warning("upload clean-up failed: %s", exc)

@@ -19,7 +19,7 @@ class AppsHandler(APIHandler):
         self.require_admin()
         data = self.body(S.AppCreate)
         app = await asyncio.get_running_loop().run_in_executor(
-            None, fetch_app, data.source, self.ctx.site.apps_dir, data.id)
+            None, fetch_app, data.source, self.ctx.site.artifacts, data.id)
         self.ctx.store.put_app(app)
         self.set_header("Location", f"{self.ctx.api_prefix}apps/{app.id}")
         self.send(app_info(app, self.ctx.hpcs), 201)

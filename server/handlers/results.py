@@ -17,7 +17,9 @@ from .base import APIHandler
 
 
 def results_root(ctx, job) -> str:
-    return os.path.join(ctx.site.results_dir, job.id)
+    """The job's results folder, through the artifact store (a local copy for a store
+    that keeps them elsewhere)."""
+    return ctx.site.artifacts.path("results", job.id)
 
 
 def result_entries(root: str) -> list[S.ResultEntry]:

@@ -14,9 +14,9 @@ import uuid
 
 from hpcbridge import schemas as S
 from hpcbridge.archive import ArchiveError, ArchiveTooLarge, extract
+from hpcbridge.artifacts import INCOMING_PREFIX
 
 from .. import errors as E
-from ..uploadstore import INCOMING_PREFIX, private_dir
 from .base import APIHandler
 
 # a chunked upload past the limit is read and thrown away up to this much more, so that the
@@ -67,8 +67,7 @@ class UploadHandler(APIHandler):
         # the data arrives): lift it, data_received enforces ours in pieces of <= 64 KiB
         self.request.connection.set_max_body_size(1 << 62)
         self.request.connection.set_body_timeout(ctx.upload_body_timeout)
-        private_dir(ctx.site.uploads_dir)
-        self._tmp = tempfile.NamedTemporaryFile(dir=ctx.site.uploads_dir,
+        self._tmp = tempfile.NamedTemporaryFile(dir=ctx.site.artifacts.scratch("uploads"),
                                                 prefix=INCOMING_PREFIX, delete=False)
         self._size = 0
         self._refused = None
@@ -149,12 +148,12 @@ class UploadHandler(APIHandler):
         if self._size == 0:
             raise E.ValidationFailed("the upload is empty", [{"loc": ["body"], "msg": "empty"}])
         upload_id = uuid.uuid4().hex
-        dest = os.path.join(self.ctx.site.uploads_dir, upload_id)
+        artifacts = self.ctx.site.artifacts
         name = self._name()
-        try:
+        # the upload appears whole in the artifact store, or not at all
+        with artifacts.writing("uploads", upload_id) as dest:
             if name and not name.endswith(ARCHIVE_SUFFIXES):
                 safe = single_file_name(name)
-                os.makedirs(dest, mode=0o700)
                 shutil.move(self._tmp.name, os.path.join(dest, safe))
                 size = self._size
             else:
@@ -163,8 +162,11 @@ class UploadHandler(APIHandler):
             if size > self.ctx.upload_quota_bytes - \
                     self.ctx.store.upload_usage(self.user.name):
                 raise self.over_quota()
+        try:
+            return self.ctx.store.add_upload(id=upload_id, user=self.user.name,
+                                             name=name or upload_id,
+                                             path=artifacts.path("uploads", upload_id),
+                                             size=size)
         except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)
+            artifacts.delete("uploads", upload_id)
             raise
-        return self.ctx.store.add_upload(id=upload_id, user=self.user.name,
-                                         name=name or upload_id, path=dest, size=size)
