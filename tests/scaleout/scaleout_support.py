@@ -93,7 +93,7 @@ class ScaleOutSite(Services):
             time.sleep(0.2)
         raise RuntimeError(f"middleware {mw} did not answer:\n{self.log(mw)}")
 
-    def workers(self, admin_token: str) -> list[dict]:
+    def worker_health(self, admin_token: str) -> list[dict]:
         with self.http("A", admin_token) as http:
             r = http.get("admin/workers")
         r.raise_for_status()
@@ -107,7 +107,7 @@ class ScaleOutSite(Services):
             for m in MAINTAINERS:
                 if self.procs[m].poll() is not None:
                     raise RuntimeError(f"maintainer {m} exited:\n{self.log(m)}")
-            alive = [w for w in self.workers(admin_token) if w["alive"] and w["pid"] in pids]
+            alive = [w for w in self.worker_health(admin_token) if w["alive"] and w["pid"] in pids]
             if len(alive) == len(pids) and any(w["leases"] for w in alive):
                 return
             time.sleep(0.5)
@@ -117,7 +117,7 @@ class ScaleOutSite(Services):
     def poller(self, admin_token: str, hpc: str) -> str:
         """The maintainer whose worker holds the HPC's poll lease (m1 if none does)."""
         by_pid = {self.procs[m].pid: m for m in MAINTAINERS}
-        for w in self.workers(admin_token):
+        for w in self.worker_health(admin_token):
             if w["alive"] and hpc in w["leases"] and w["pid"] in by_pid:
                 return by_pid[w["pid"]]
         return MAINTAINERS[0]

@@ -5,10 +5,12 @@ PostgreSQL, one Redis, one shared artifact folder.
 200 hello jobs, alice and bob in turn, sent to A and B in turn at 4 per second, each POST
 with its own Idempotency-Key. Once a third of them have reached `running`, B and the
 maintainer holding the Slurm poll lease are killed (SIGKILL); a POST that fails on B is
-sent again to A with the same key. Nothing is restarted. Then: every job ends, exactly one
-Slurm job each, no extra job from the retries, every greeting downloadable from A (and,
-before the kill, from B), and an admin event stream opened on A before the first POST
-delivered every event of every job, those submitted through B included.
+sent again to A with the same key, and so is one in ten of B's answered POSTs (as if the
+answer had been lost): A must answer with B's job. Nothing is restarted. Then: every job
+ends, exactly one Slurm job each, no extra job from the retries, every greeting
+downloadable from A (and, before the kill, from B), and an admin event stream opened on A
+before the first POST delivered every event of every job, those submitted through B
+included.
 """
 from __future__ import annotations
 
@@ -79,9 +81,20 @@ class Fleet:
             assert r.status_code == 201, f"POST /jobs on {target}: {r.status_code} {r.text}"
             if r.headers.get("Idempotent-Replayed"):
                 self.count["replayed"] += 1
-            self.jobs[r.json()["id"]] = (user, target, f"Hello, {body['params']['name']}!\n")
+            job_id = r.json()["id"]
+            self.jobs[job_id] = (user, target, f"Hello, {body['params']['name']}!\n")
+            if target == "B" and i % 10 == 2:
+                self.lost_answer(user, body, headers, job_id)
             return
         raise AssertionError(f"job {i} could not be submitted to {mw} nor A")
+
+    def lost_answer(self, user: str, body: dict, headers: dict, job_id: str) -> None:
+        """B made the job but its answer never arrived: the client sends the request again
+        to A, which must answer with B's job, not make a second one."""
+        r = self.http[("A", user)].post("jobs", json=body, headers=headers)
+        assert r.status_code == 201 and r.json()["id"] == job_id, r.text
+        assert r.headers.get("Idempotent-Replayed") == "true", dict(r.headers)
+        self.count["replayed_on_a"] += 1
 
     def statuses(self) -> dict[str, str]:
         r = self.admin.get("admin/jobs", params={"limit": 1000})
@@ -181,6 +194,7 @@ def test_two_middlewares_three_maintainers_lose_nothing(site, stack, hub):
             "stream_reconnects": stream.reconnects,
             "failovers": fleet.count["failovers"], "retries": fleet.count["retries"],
             "replayed": fleet.count["replayed"],
+            "replayed_on_a": fleet.count["replayed_on_a"],
             "results_from_b": fleet.count["b_results_ok"],
             "results_from_b_of_a_jobs": fleet.count["b_results_of_a_jobs"],
             "results_from_b_bad": fleet.count["b_results_bad"],
