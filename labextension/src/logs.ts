@@ -118,3 +118,38 @@ export function shouldPollLog(
   }
   return finishedAgoMs === null || finishedAgoMs < graceMs;
 }
+
+/** What an event stream `log` message needs: where its text starts, and the text. */
+export interface ILogPiece {
+  offset: number;
+  /** null: the text was too large for the stream (fetch it). */
+  text: string | null;
+}
+
+/**
+ * Take a streamed piece of log into a buffer: `[buffer, fetch]`. Text that
+ * starts at (or before) the buffer's end is merged as an API answer would be;
+ * a piece without text, or one after a gap (a piece missed while the stream
+ * was reconnecting), leaves the buffer as it is and asks for a fetch from
+ * `nextOffset` instead.
+ */
+export function applyLogPiece(
+  buffer: ILogBuffer,
+  piece: ILogPiece,
+  maxChars: number = DEFAULT_MAX_CHARS
+): [ILogBuffer, boolean] {
+  const offset = Number(piece.offset);
+  if (!Number.isFinite(offset) || offset < 0) {
+    return [buffer, false];
+  }
+  if (piece.text === null || piece.text === undefined || offset > buffer.nextOffset) {
+    return [buffer, true];
+  }
+  const end = offset + encoder.encode(piece.text).length;
+  const merged = mergeLogChunk(
+    buffer,
+    { offset, next_offset: end, data: piece.text, complete: false },
+    maxChars
+  );
+  return [merged, false];
+}

@@ -1,13 +1,27 @@
 /**
- * The panel's state outside React: which view is shown, the job list and its
- * 3 s poll, HPCs, apps and the current user. React views render from it and
- * re-render when `changed` fires.
+ * The panel's state outside React: which view is shown, the job list, HPCs,
+ * apps and the current user. React views render from it and re-render when
+ * `changed` fires.
+ *
+ * Live updates come from one event stream (`stream.ts`) shared by the list,
+ * detail and log views, open while the panel is shown or some job is active.
+ * While it is live the panel makes no periodic API request: the list is
+ * fetched when the stream (re)connects and when the panel is shown, and job
+ * messages update it. When the stream is unavailable the panel falls back to
+ * polling the list every 3 s (and says so) until the stream is back.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
 import type { HpcBridgeApi, IApp, IHpc, IJob, IMe, ISweep } from './api';
 import { ApiError } from './errors';
 import { isFinal } from './status';
+import {
+  browserEventSource,
+  EventSourceFactory,
+  ILogMessage,
+  JobStream,
+  StreamState
+} from './stream';
 
 export type View =
   | { kind: 'list' }
@@ -37,6 +51,20 @@ export interface IPanelModelOptions {
   slowEvery?: number;
   /** How many jobs the list asks for. */
   pageSize?: number;
+  /**
+   * Opens the event stream; null: no stream, always poll. Default: the
+   * browser's EventSource where there is one.
+   */
+  eventSource?: EventSourceFactory | null;
+  /** Options of the stream's fallback (tests shorten them). */
+  streamTimings?: {
+    failAttempts?: number;
+    failAfterMs?: number;
+    reopenMs?: number;
+    retryMs?: number;
+  };
+  /** ms between re-renders of relative times while live and shown (no request; 30000). */
+  clockInterval?: number;
 }
 
 export class PanelModel {
@@ -47,6 +75,18 @@ export class PanelModel {
     this._backgroundInterval = options.backgroundInterval ?? 15000;
     this._slowEvery = options.slowEvery ?? 5;
     this.pageSize = options.pageSize ?? 200;
+    this._clockInterval = options.clockInterval ?? 30_000;
+    const create = options.eventSource === undefined ? browserEventSource() : options.eventSource;
+    this._stream = create
+      ? new JobStream({
+          ...options.streamTimings,
+          create,
+          url: last => this.api.url('api', 'events/stream', { last_event_id: last }),
+          onJob: job => this._onStreamJob(job),
+          onLog: message => this._logReceived.emit(message),
+          onState: state => this._onStreamState(state)
+        })
+      : null;
   }
 
   readonly api: HpcBridgeApi;
@@ -77,8 +117,36 @@ export class PanelModel {
   now = Date.now();
   visible = false;
 
+  /** The event stream's state (`off` when the panel has none or does not need it). */
+  streamState: StreamState = 'off';
+
+  /** The event stream is connected: views wait for its messages instead of polling. */
+  get live(): boolean {
+    return this.streamState === 'live';
+  }
+
+  /** The stream failed and the panel polls instead (the views show a notice). */
+  get pollingFallback(): boolean {
+    return this.streamState === 'unavailable' || (this._stream === null && this.visible);
+  }
+
+  /** ms between the fallback's list polls. */
+  get pollInterval(): number {
+    return this._interval;
+  }
+
   get changed(): ISignal<this, void> {
     return this._changed;
+  }
+
+  /** A job as the event stream sent it (after the list took it in). */
+  get jobReceived(): ISignal<this, IJob> {
+    return this._jobReceived;
+  }
+
+  /** Log text as the event stream sent it. */
+  get logReceived(): ISignal<this, ILogMessage> {
+    return this._logReceived;
   }
 
   get isDisposed(): boolean {
@@ -88,6 +156,11 @@ export class PanelModel {
   dispose(): void {
     this._disposed = true;
     this._stop();
+    this._stream?.stop();
+    this._setClock(false);
+    for (const timer of Object.values(this._debounce)) {
+      clearTimeout(timer);
+    }
     Signal.clearData(this);
   }
 
@@ -113,20 +186,27 @@ export class PanelModel {
   }
 
   /**
-   * The panel became visible or hidden. Shown: poll now, then every 3 s.
-   * Hidden: the running loop slows down to the background interval and stops
-   * once no known job is active.
+   * The panel became visible or hidden. Shown: the stream opens (its opening
+   * loads the list) or, if it is live already, the list, HPCs and user are
+   * loaded once; without a stream, poll now and then every 3 s. Hidden: the
+   * stream stays open while some known job is active (a fallback poll slows
+   * down to the background interval), and closes once none is.
    */
   setVisible(visible: boolean): void {
     if (visible === this.visible) {
       return;
     }
     this.visible = visible;
+    this._wantStream();
     if (visible) {
-      this._restart();
+      // a stream that is opening loads the list when it opens (or when it fails)
+      if (this.streamState !== 'connecting') {
+        this._restart();
+      }
     } else if (!this.hasActiveJobs) {
       this._stop();
     }
+    this._setClock(visible && this.live);
     this._emit();
   }
 
@@ -145,6 +225,92 @@ export class PanelModel {
     this._sweepsWanted = this._sweepsWanted || sweeps;
     if (this.visible || this._timer !== null) {
       this._restart();
+    }
+  }
+
+  /** Open the stream while the panel is shown or a job is active; close it otherwise. */
+  private _wantStream(): void {
+    if (!this._stream) {
+      return;
+    }
+    if (!this._disposed && (this.visible || this.hasActiveJobs)) {
+      this._stream.start();
+    } else {
+      this._stream.stop();
+    }
+  }
+
+  private _onStreamState(state: StreamState): void {
+    this.streamState = state;
+    if (state === 'live') {
+      // (re)connected: one load catches what happened before the stream started,
+      // then job messages keep the list current and no timer runs
+      this._restart();
+    } else if (state === 'unavailable' && (this.visible || this.hasActiveJobs)) {
+      this._restart(); // fall back to polling
+    }
+    this._setClock(this.visible && state === 'live');
+    this._emit();
+  }
+
+  private _onStreamJob(job: IJob): void {
+    const wasActive = this.hasActiveJobs;
+    const before = this._lastStatus.get(job.id);
+    this.upsertJob(job);
+    this._jobReceived.emit(job);
+    if (job.sweep_id) {
+      this._later('sweeps', 1000, () => void this._loadSweeps());
+    }
+    if (before !== undefined && !isFinal(before) && isFinal(job.status)) {
+      // the quota's used time changed: one request for it, not a timer
+      this._later('me', 1000, () => void this._loadMe());
+    }
+    if (wasActive !== this.hasActiveJobs) {
+      this._wantStream();
+    }
+  }
+
+  /** Run `fn` once after `ms`, however often asked meanwhile. */
+  private _later(name: string, ms: number, fn: () => void): void {
+    if (this._debounce[name] === undefined) {
+      this._debounce[name] = setTimeout(() => {
+        delete this._debounce[name];
+        if (!this._disposed) {
+          fn();
+        }
+      }, ms);
+    }
+  }
+
+  private async _loadSweeps(): Promise<void> {
+    try {
+      const sweeps = await this.api.listSweeps(50);
+      this.sweeps = Object.fromEntries(sweeps.sweeps.map(w => [w.id, w]));
+      this._emit();
+    } catch (error) {
+      console.warn('hpcbridge: loading the sweeps failed', error);
+    }
+  }
+
+  private async _loadMe(): Promise<void> {
+    try {
+      this.me = await this.api.me();
+      this._emit();
+    } catch (error) {
+      console.warn('hpcbridge: loading the user failed', error);
+    }
+  }
+
+  /** Re-render relative times now and then while no poll does it (no request). */
+  private _setClock(on: boolean): void {
+    if (on && this._clock === null && !this._disposed) {
+      this._clock = setInterval(() => {
+        this.now = Date.now();
+        this._emit();
+      }, this._clockInterval);
+    } else if (!on && this._clock !== null) {
+      clearInterval(this._clock);
+      this._clock = null;
     }
   }
 
@@ -171,7 +337,7 @@ export class PanelModel {
     return this.apps.find(a => a.id === id)?.name || id;
   }
 
-  /** Put a job we learned about elsewhere (submit, detail view) into the list. */
+  /** Put a job we learned about elsewhere (submit, detail view, stream) into the list. */
   upsertJob(job: IJob): void {
     this._observe([job]);
     const i = this.jobs.findIndex(j => j.id === job.id);
@@ -179,7 +345,13 @@ export class PanelModel {
       if (JSON.stringify(this.jobs[i]) === JSON.stringify(job)) {
         return;
       }
-      this.jobs = [...this.jobs.slice(0, i), job, ...this.jobs.slice(i + 1)];
+      if (this._matchesFilters(job)) {
+        this.jobs = [...this.jobs.slice(0, i), job, ...this.jobs.slice(i + 1)];
+      } else {
+        // e.g. a job that left the filtered status
+        this.jobs = [...this.jobs.slice(0, i), ...this.jobs.slice(i + 1)];
+        this.total = Math.max(0, this.total - 1);
+      }
     } else if (this._matchesFilters(job)) {
       this.jobs = [job, ...this.jobs];
       this.total += 1;
@@ -265,6 +437,10 @@ export class PanelModel {
     if (loop !== this._loop || this._disposed) {
       return;
     }
+    this._wantStream(); // the list may have shown the first or the last active job
+    if (this.live) {
+      return; // the stream brings changes: no timer
+    }
     if (!this.visible && !this.hasActiveJobs) {
       return; // hidden and nothing to wait for: stop until shown again
     }
@@ -326,6 +502,12 @@ export class PanelModel {
   }
 
   private _changed = new Signal<this, void>(this);
+  private _jobReceived = new Signal<this, IJob>(this);
+  private _logReceived = new Signal<this, ILogMessage>(this);
+  private _stream: JobStream | null;
+  private _clock: ReturnType<typeof setInterval> | null = null;
+  private _clockInterval: number;
+  private _debounce: { [name: string]: ReturnType<typeof setTimeout> } = {};
   private _disposed = false;
   private _timer: ReturnType<typeof setTimeout> | null = null;
   private _loop = 0;

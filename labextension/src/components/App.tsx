@@ -2,7 +2,7 @@ import * as React from 'react';
 
 import { PanelModel } from '../model';
 import { formatDuration } from '../time';
-import { ErrorBanner } from './ErrorBanner';
+import { ErrorBanner, StreamNotice } from './ErrorBanner';
 import { IDetailHost, JobDetail } from './JobDetail';
 import { JobList } from './JobList';
 import { ISessionsHost, SessionsView } from './SessionsView';
@@ -67,7 +67,7 @@ export function App(props: { model: PanelModel; host: IPanelHost }): JSX.Element
           ? 'Interactive sessions'
           : 'HPC Jobs';
   return (
-    <div className="hpcbridge-root">
+    <div className="hpcbridge-root" data-stream={model.streamState}>
       <div className="hpcbridge-header">
         {view.kind !== 'list' && view.kind !== 'sessions' && (
           <button
@@ -95,6 +95,7 @@ export function App(props: { model: PanelModel; host: IPanelHost }): JSX.Element
       <Nav model={model} />
       {view.kind === 'list' && <Quota model={model} />}
       <ErrorBanner model={model} />
+      {view.kind !== 'sessions' && view.kind !== 'submit' && <StreamNotice model={model} />}
       <div className="hpcbridge-body">
         {view.kind === 'list' && <JobList model={model} />}
         {view.kind === 'submit' && (

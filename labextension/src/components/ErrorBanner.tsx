@@ -60,3 +60,23 @@ export function ErrorBanner(props: { model: PanelModel }): JSX.Element | null {
     </div>
   );
 }
+
+/** The notice that live updates fell back to polling; null while the stream works. */
+export function streamNotice(model: PanelModel): string | null {
+  if (!model.pollingFallback) {
+    return null;
+  }
+  return `live updates unavailable — refreshing every ${Math.round(model.pollInterval / 1000)} s`;
+}
+
+export function StreamNotice(props: { model: PanelModel }): JSX.Element | null {
+  const text = streamNotice(props.model);
+  if (!text) {
+    return null;
+  }
+  return (
+    <div className="hpcbridge-stream-notice" data-testid="hpcbridge-stream-notice" role="status">
+      {text}
+    </div>
+  );
+}

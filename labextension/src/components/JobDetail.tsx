@@ -59,7 +59,7 @@ export function JobDetail(props: {
   const [downloading, setDownloading] = React.useState(false);
   const [downloaded, setDownloaded] = React.useState<string | null>(null);
   const [polledAt, setNow] = React.useState(Date.now());
-  // the list's 3 s poll keeps relative times fresh after this view stops polling
+  // the model's clock (or the list's poll) keeps relative times fresh after this view stops
   const now = Math.max(polledAt, model.now);
   const finalSince = React.useRef<number | null>(null);
 
@@ -68,32 +68,78 @@ export function JobDetail(props: {
     finalSince.current = Date.now();
   }
 
-  // Job and events: every 2 s until the job is final (then once more for the last events).
-  usePolling(
-    async () => {
-      try {
-        const [j, ev] = await Promise.all([api.getJob(jobId), api.events(jobId)]);
-        if (!mounted.current) {
-          return false;
-        }
-        setJob(prev => (prev && JSON.stringify(prev) === JSON.stringify(j) ? prev : j));
-        setEvents(prev => (JSON.stringify(prev) === JSON.stringify(ev) ? prev : ev));
-        setLoadError(null);
-        setNow(Date.now());
-        model.upsertJob(j);
-        return !isFinal(j.status);
-      } catch (e) {
-        const err = toApiError(e);
-        if (mounted.current) {
-          setLoadError(err.status === 404 ? `Job ${jobId} not found.` : actionMessage(err));
-        }
-        return err.status !== 404;
+  const live = model.live;
+
+  /** Load the job and its events once; false when there is nothing more to wait for. */
+  const load = async (): Promise<boolean> => {
+    try {
+      const [j, ev] = await Promise.all([api.getJob(jobId), api.events(jobId)]);
+      if (!mounted.current) {
+        return false;
       }
-    },
-    2000,
-    model.visible,
-    jobId
-  );
+      setJob(prev => (prev && JSON.stringify(prev) === JSON.stringify(j) ? prev : j));
+      setEvents(prev => (JSON.stringify(prev) === JSON.stringify(ev) ? prev : ev));
+      setLoadError(null);
+      setNow(Date.now());
+      model.upsertJob(j);
+      return !isFinal(j.status);
+    } catch (e) {
+      const err = toApiError(e);
+      if (mounted.current) {
+        setLoadError(err.status === 404 ? `Job ${jobId} not found.` : actionMessage(err));
+      }
+      return err.status !== 404;
+    }
+  };
+  const loadRef = React.useRef(load);
+  loadRef.current = load;
+
+  // Without the event stream: every 2 s until the job is final (then once more for the last events).
+  usePolling(load, 2000, model.visible && !live, jobId);
+
+  // With it: once when opened, shown or (re)connected; then on the stream's messages of
+  // this job, which carry the job itself (the events list is fetched once per message).
+  React.useEffect(() => {
+    if (live && model.visible) {
+      void loadRef.current();
+    }
+  }, [live, model.visible, jobId]);
+
+  React.useEffect(() => {
+    if (!live) {
+      return;
+    }
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const loadEvents = async () => {
+      timer = null;
+      try {
+        const ev = await api.events(jobId);
+        if (mounted.current) {
+          setEvents(prev => (JSON.stringify(prev) === JSON.stringify(ev) ? prev : ev));
+        }
+      } catch (e) {
+        console.warn('hpcbridge: loading the job events failed', e);
+      }
+    };
+    const onJob = (_: unknown, j: IJob) => {
+      if (j.id !== jobId || !mounted.current) {
+        return;
+      }
+      setJob(prev => (prev && JSON.stringify(prev) === JSON.stringify(j) ? prev : j));
+      setNow(Date.now());
+      // several messages in a burst (a batch of transitions): one request
+      if (timer === null) {
+        timer = setTimeout(() => void loadEvents(), 300);
+      }
+    };
+    model.jobReceived.connect(onJob);
+    return () => {
+      model.jobReceived.disconnect(onJob);
+      if (timer !== null) {
+        clearTimeout(timer);
+      }
+    };
+  }, [live, model, api, jobId, mounted]);
 
   const loadResults = React.useCallback(async () => {
     try {
@@ -303,6 +349,8 @@ export function JobDetail(props: {
           final={final}
           finalSince={finalSince.current}
           visible={model.visible}
+          live={live}
+          logReceived={model.logReceived}
         />
       </div>
 
