@@ -67,27 +67,53 @@ def admit_batch(rt, job, size: int, only: list[str] | None = None) -> list[str]:
     Elements of a sweep on an HPC of job arrays are admitted with their sweep instead."""
     if not _open(rt, job):
         return []
+    return _admit(rt, job.hpc, size, only)[0]
+
+
+def admit_with(rt, job, size: int) -> tuple[list[str], bool]:
+    """admit_batch, and whether more queued jobs had room beyond `size`."""
+    if not _open(rt, job):
+        return [], False
+    return _admit(rt, job.hpc, size, None)
+
+
+def admit_next(rt, hpc_id: str, size: int) -> tuple[list[str], bool]:
+    """admit_batch for an HPC rather than a job (a wake): (the ids moved, whether more
+    queued jobs had room beyond `size`). An HPC known to be down or drained admits none."""
+    state = rt.store.hpc_state(hpc_id)
+    if state.draining:
+        return [], False
+    if state.reachable is False:
+        _tell_queued(rt, hpc_id, f"waiting for {hpc_id}: {state.message or 'unreachable'}")
+        return [], False
+    return _admit(rt, hpc_id, size, None)
+
+
+def _admit(rt, hpc_id: str, size: int, only: list[str] | None) -> tuple[list[str], bool]:
     wait = rt.tuning.admission_lock_seconds
-    arrays = getattr(rt.handlers[job.hpc], "supports_arrays", False)
+    arrays = getattr(rt.handlers[hpc_id], "supports_arrays", False)
     try:
-        with rt.redis.lock(rt.key("admit", job.hpc), timeout=wait, blocking_timeout=wait):
-            load, queued = rt.store.admission_view(job.hpc)  # counts and ids: cheap
+        with rt.redis.lock(rt.key("admit", hpc_id), timeout=wait, blocking_timeout=wait):
+            load, queued = rt.store.admission_view(hpc_id)  # counts and ids: cheap
             queued = [j for j in queued if not (arrays and j.sweep_id)]
-            picked = fair_pick(queued, (), rt.hpcs[job.hpc].capacity - sum(load.values()),
+            room = rt.hpcs[hpc_id].capacity - sum(load.values())
+            # one more than asked for: is there more to do after this batch?
+            picked = fair_pick(queued, (), room if only is not None else min(room, size + 1),
                                load)
             if only is not None:
                 picked = [j for j in picked if j.id in only]
-            picked = picked[:size]
+            more, picked = len(picked) > size, picked[:size]
             if not picked:
-                return []
-            moves = {j.id: (f"staging on {job.hpc}", {"worker": rt.worker_id}) for j in picked}
-            return rt.store.transition_many(JobStatus.STAGING, moves, expect=[JobStatus.QUEUED])
+                return [], False
+            moves = {j.id: (f"staging on {hpc_id}", {"worker": rt.worker_id}) for j in picked}
+            return rt.store.transition_many(JobStatus.STAGING, moves,
+                                            expect=[JobStatus.QUEUED]), more
     except LockError:  # the lock's holder died or is slow: the poller offers it again
-        log.warning("admission lock of %s not acquired for job %s", job.hpc, job.id)
-        return []
-    except REDIS_DOWN:  # the job stays queued; the refill after Redis returns offers it
-        log.warning("admission of job %s waits for Redis", job.id)
-        return []
+        log.warning("admission lock of %s not acquired", hpc_id)
+        return [], False
+    except REDIS_DOWN:  # the jobs stay queued; the refill after Redis returns offers them
+        log.warning("admission on %s waits for Redis", hpc_id)
+        return [], False
 
 
 def _open(rt, job) -> bool:
@@ -97,6 +123,13 @@ def _open(rt, job) -> bool:
         _say_waiting(rt, job, f"waiting for {job.hpc}: {state.message or 'unreachable'}")
         return False
     return not state.draining
+
+
+def _tell_queued(rt, hpc_id: str, why: str) -> None:
+    """_say_waiting for every queued job of the HPC not told so yet (an outage: rare)."""
+    _, queued = rt.store.admission_view(hpc_id)
+    for job in rt.store.get_jobs(j.id for j in queued).values():
+        _say_waiting(rt, job, why)
 
 
 def _say_waiting(rt, job, why: str) -> None:

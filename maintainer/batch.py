@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from hpcbridge.clock import utcnow
 from hpcbridge.connectors.errors import ConnectorError, SchedulerError
@@ -20,32 +21,76 @@ from hpcbridge.connectors.layout import WorkDir
 from hpcbridge.connectors.spec import job_name
 from hpcbridge.lifecycle import JobStatus
 from hpcbridge.manifest import ManifestError
+from hpcbridge.taskqueue import clear_wake, request_wake
 
 from . import claims, tasks
-from .admission import admit_batch
+from .admission import admit_next, admit_with
 from .decisions import WAIT, WAIT_UNHEALTHY, on_error
 from .jobspec import spec_for
+from .runtime import REDIS_DOWN, current
 from .staging import Staging, jobs_archive, packable_app, stage_many, stage_packed
 
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
 
 
+def wake(hpc_id: str) -> str:
+    """The HPC's wake (rq entry point, hpcbridge.taskqueue.request_wake): its key cleared
+    first, so that a job created from now on asks for a new wake, then one round of its
+    queued jobs (`advance_hpc`). Nothing escapes: the poller offers queued jobs anyway."""
+    try:
+        rt = current()
+        clear_wake(rt.redis, rt.site.queue_prefix, hpc_id)
+        return advance_hpc(rt, hpc_id)
+    except Exception as exc:
+        log.exception("waking %s", hpc_id)
+        return f"error: {type(exc).__name__}: {exc}"
+
+
+def advance_hpc(rt, hpc_id: str) -> str:
+    """One round of the HPC's queued jobs: a batch admitted in fair order, another wake
+    asked for if more had room (so that the other worker admits and stages the next
+    batch while this one submits), this batch staged and submitted."""
+    admitted, more = admit_next(rt, hpc_id, rt.tuning.submit_batch_size)
+    if more:
+        _rearm(rt, hpc_id)
+    if not admitted:
+        return "nothing admissible"
+    outcomes = _round(rt, hpc_id, admitted)
+    counts = Counter(outcomes.values())
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "claimed elsewhere"
+
+
 def advance_queued(rt, job) -> str:
     """A queued job's task: admit a batch of its HPC's queued jobs (this one among them
     if it is next in order) and stage and submit the batch; this job's outcome."""
-    admitted = admit_batch(rt, job, rt.tuning.submit_batch_size)
+    admitted, more = admit_with(rt, job, rt.tuning.submit_batch_size)
+    if more:
+        _rearm(rt, job.hpc)
     if not admitted:
         return "waiting for capacity"
-    mine = [job_id for job_id in admitted if claims.take(rt, job_id)]
-    try:
-        outcomes = submit_batch(rt, job.hpc, mine) if mine else {}
-    finally:
-        for job_id in mine:
-            claims.release(rt, job_id)
+    outcomes = _round(rt, job.hpc, admitted)
     if job.id in outcomes:
         return outcomes[job.id]
     return "staging" if job.id in admitted else "waiting for capacity"
+
+
+def _round(rt, hpc_id: str, admitted: list[str]) -> dict[str, str]:
+    """Claim the admitted jobs, stage and submit those this worker holds, release."""
+    mine = [job_id for job_id in admitted if claims.take(rt, job_id)]
+    try:
+        return submit_batch(rt, hpc_id, mine) if mine else {}
+    finally:
+        for job_id in mine:
+            claims.release(rt, job_id)
+
+
+def _rearm(rt, hpc_id: str) -> None:
+    """More jobs have room: a wake for the next batch (a worker free takes it now)."""
+    try:
+        request_wake(rt.redis, rt.site.queue_prefix, hpc_id)
+    except REDIS_DOWN as exc:  # the poller offers the rest
+        log.warning("could not wake the workers of %s again: %s", hpc_id, exc)
 
 
 def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:

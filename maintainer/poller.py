@@ -372,7 +372,9 @@ class Poller:
             if len(in_scheduler) < hpc.capacity:
                 for job in heads.values():
                     self.offer(job.id, hpc.id, force=force)
-        for job in next_to_admit(hpc, queued, in_scheduler):
+        # one task takes a batch and asks for the next (maintainer/batch.py): the head
+        # stands for the rest, so a long queue costs one task a cycle, not one per job
+        for job in next_to_admit(hpc, queued, in_scheduler)[:1]:
             self.offer(job.id, hpc.id, force=force)
 
     def offer(self, job_id: str, hpc_id: str, force: bool = False) -> None:

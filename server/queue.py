@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from hpcbridge.config import Site, connect_redis
-from hpcbridge.taskqueue import enqueue_advance
+from hpcbridge.taskqueue import enqueue_advance, request_wake
 
 log = logging.getLogger("hpcbridge.server")
 
@@ -43,6 +43,17 @@ class JobQueue:
             return True
         except Exception as exc:  # redis down or hung: the job waits for reconciliation
             log.warning("could not enqueue job %s: %s", job_id, exc)
+            return False
+
+    def wake(self, hpc: str) -> bool:
+        """A new job waits on `hpc`: ask a worker to take the HPC's queued jobs to the
+        scheduler (one SET NX while a wake is pending, instead of an rq task per job).
+        Never raises, like `advance`: the poller offers queued jobs anyway."""
+        try:
+            request_wake(self.redis, self.site.queue_prefix, hpc)
+            return True
+        except Exception as exc:  # redis down or hung: the poller's resend finds the job
+            log.warning("could not wake the workers of %s: %s", hpc, exc)
             return False
 
     def close(self) -> None:

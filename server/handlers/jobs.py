@@ -44,7 +44,7 @@ class JobsHandler(APIHandler):
                                                      **fields)
             if not created:  # a concurrent request with the same key won the insert
                 return self.replay(job, key, fingerprint)
-        ctx.queue.advance(job.id, ok.hpc)  # never fails the request: reconciliation re-sends
+        ctx.queue.wake(ok.hpc)  # never fails the request: the poller offers queued jobs
         self.set_header("Location", f"{ctx.api_prefix}jobs/{job.id}")
         self.send(job_info(job), 201)
 
