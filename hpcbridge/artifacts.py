@@ -277,8 +277,9 @@ def check_same_store(store: ArtifactStore, redis, prefix: str) -> str:
     making the marker if there is none. Redis errors propagate (the client's deadlines
     bound every call). The site's artifact id."""
     key = site_key(prefix)
-    mine = store.read_marker()
     raw = redis.get(key)
+    # read after Redis: whoever recorded the id had made the marker first
+    mine = store.read_marker()
     if raw is None:
         if mine is None:
             mine = store.create_marker(uuid.uuid4().hex)
