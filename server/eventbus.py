@@ -286,8 +286,8 @@ class Bus:
             pubsub = client.pubsub()
             try:
                 await asyncio.wait_for(pubsub.subscribe(self.channel), REDIS_TIMEOUT)
-                if self.subscriptions:
-                    log.info("event bus subscribed again to %s", self.channel)
+                if self.subscriptions:  # as loud as the loss it ends
+                    log.warning("event bus subscribed again to %s", self.channel)
                 else:
                     log.info("event bus subscribed to %s", self.channel)
                 self.subscribed, backoff = True, 0.5

@@ -73,7 +73,8 @@ def event_bus(ctx) -> Bus | None:
 def async_redis(site, sync) -> aioredis.Redis:
     """An asyncio client to the site's Redis: its URL, or the embedded server's socket."""
     opts = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT,
-            "retry": AsyncRetry(NoBackoff(), 0)}  # a lost subscription is the bus's to renew
+            "retry": AsyncRetry(NoBackoff(), 0),  # a lost subscription is the bus's to renew
+            "client_name": f"hpcbridge-events:{site.queue_prefix}"}  # named in CLIENT LIST
     if site.redis_url:
         return aioredis.from_url(site.redis_url, **opts)
     return aioredis.Redis(unix_socket_path=sync.connection_pool.connection_kwargs["path"],
