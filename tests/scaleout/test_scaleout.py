@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 JOBS = 200
 RATE = 4.0  # POSTs per second: submission lasts ~50 s, so it goes on after the kill
 KILL_AT = JOBS // 3  # jobs that reached running when B and a maintainer die
-DRAIN_SECONDS = 200  # after the last POST, for every job to end
+DRAIN_SECONDS = 180  # after the last POST, for every job to end
 USERS = ("alice", "bob")
 
 
@@ -110,7 +110,7 @@ class Fleet:
         return r.status_code == 200 and r.text == greeting
 
     def watch_and_kill(self, stop: threading.Event) -> None:
-        """Once KILL_AT jobs reached running (or two thirds are submitted): download what
+        """Once KILL_AT jobs reached running (or three quarters are submitted): download what
         already succeeded through B, then SIGKILL B and the poll lease's maintainer."""
         while not stop.is_set():
             try:
@@ -119,7 +119,7 @@ class Fleet:
                 seen = {}
             reached = sum(s in REACHED_RUNNING for s in seen.values())
             submitted = len(self.jobs)
-            if reached >= KILL_AT or submitted >= 2 * JOBS // 3:
+            if reached >= KILL_AT or submitted >= 3 * JOBS // 4:
                 done = [j for j, s in seen.items() if s == "succeeded" and j in self.jobs]
                 for job_id in done:
                     ok = self.greeting_ok("B", job_id)
