@@ -1,4 +1,5 @@
 import {
+  applyLogPiece,
   dropLeadingBytes,
   emptyLog,
   gapNotice,
@@ -94,5 +95,49 @@ describe('shouldPollLog', () => {
     expect(shouldPollLog(true, open, 1000)).toBe(true);
     expect(shouldPollLog(true, done, 1000)).toBe(false);
     expect(shouldPollLog(true, open, 120_000)).toBe(false);
+  });
+});
+
+describe('applyLogPiece (event stream `log` messages)', () => {
+  const buffer = (text: string, nextOffset: number) => ({
+    ...emptyLog(),
+    text,
+    nextOffset
+  });
+
+  it('appends text that starts at the end, counting UTF-8 bytes', () => {
+    const [b, fetch] = applyLogPiece(buffer('ab', 2), { offset: 2, text: 'é\n' });
+    expect(fetch).toBe(false);
+    expect(b.text).toBe('abé\n');
+    expect(b.nextOffset).toBe(5); // é is two bytes
+    expect(b.complete).toBe(false);
+  });
+
+  it('takes only the new part of a piece it partly has, and ignores a repeated one', () => {
+    const start = buffer('hello ', 6);
+    const [b] = applyLogPiece(start, { offset: 0, text: 'hello world' });
+    expect(b.text).toBe('hello world');
+    expect(b.nextOffset).toBe(11);
+    const [same, fetch] = applyLogPiece(b, { offset: 6, text: 'world' });
+    expect(same).toBe(b);
+    expect(fetch).toBe(false);
+  });
+
+  it('asks for a fetch after a gap or when the text did not come with the message', () => {
+    const start = buffer('abc', 3);
+    expect(applyLogPiece(start, { offset: 10, text: 'later' })).toEqual([start, true]);
+    expect(applyLogPiece(start, { offset: 3, text: null })).toEqual([start, true]);
+  });
+
+  it('ignores a piece with a broken offset', () => {
+    const start = buffer('abc', 3);
+    expect(applyLogPiece(start, { offset: NaN, text: 'x' })).toEqual([start, false]);
+    expect(applyLogPiece(start, { offset: -1, text: 'x' })).toEqual([start, false]);
+  });
+
+  it('keeps the buffer under its limit', () => {
+    const [b] = applyLogPiece(buffer('abcdef', 6), { offset: 6, text: 'ghij' }, 5);
+    expect(b.text).toBe('fghij');
+    expect(b.truncated).toBe(true);
   });
 });
