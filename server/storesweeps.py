@@ -119,11 +119,16 @@ class SweepRecords:
         UPDATE, so concurrent requests write each element's event once), as request_cancel
         does for one job; the ids of the elements marked now."""
         now = utcnow()
+        active = (Job.sweep_id == sweep_id, Job.status.in_(list(ACTIVE)),
+                  Job.cancel_requested.is_(False))
         with self.session() as s:
-            marked = s.execute(
-                update(Job).where(Job.sweep_id == sweep_id, Job.status.in_(list(ACTIVE)),
-                                  Job.cancel_requested.is_(False))
-                .values(cancel_requested=True, updated_at=now).returning(Job.id)).all()
+            # PostgreSQL: lock the rows in id order first, as transition_many moves them;
+            # one UPDATE locks in scan order, and two writers locking overlapping rows in
+            # different orders deadlock (SQLite has one writer: FOR UPDATE is left out)
+            s.execute(select(Job.id).where(*active).order_by(Job.id).with_for_update()).all()
+            marked = s.execute(update(Job).where(*active)
+                               .values(cancel_requested=True, updated_at=now)
+                               .returning(Job.id)).all()
             ids = [row[0] for row in marked]
             if ids:
                 s.execute(insert(Event), [
