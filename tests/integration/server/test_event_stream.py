@@ -3,7 +3,9 @@ concurrent writers while a client reads the stream — cut twice and resumed, on
 Last-Event-ID header and once with ?last_event_id= — arrive every one exactly once, in id
 order. On SQLite and on the stack's PostgreSQL, where writers commit ids out of order (each
 PostgreSQL writer holds its transaction open a moment after the insert) and a few inserts
-are rolled back (gaps for good)."""
+are rolled back (gaps for good). The writers publish their notices on Redis as the store's
+do (the pushed path, server/eventbus.py), all but every tenth (lost notices: the fallback
+read and the next notice cover them)."""
 from __future__ import annotations
 
 import random
@@ -12,8 +14,10 @@ import time
 
 import httpx
 import pytest
+import redis
 from services import Services
 
+from hpcbridge.server.eventbus import Publisher, channel_of, quick_client
 from hpcbridge.server.models import Event
 from hpcbridge.server.store import Store
 
@@ -82,9 +86,9 @@ class Reader:
 
 
 def write_events(store: Store, jobs: list[str], n: int, slow: bool, seed: int,
-                 written: list, rolled_back: list):
+                 written: list, rolled_back: list, publish=None):
     """n events on random jobs; `slow`: hold each transaction open a moment after the
-    insert, so that later ids commit first."""
+    insert, so that later ids commit first. `publish`: the notice after each commit."""
     rnd = random.Random(seed)
     for i in range(n):
         job_id = rnd.choice(jobs)
@@ -100,6 +104,8 @@ def write_events(store: Store, jobs: list[str], n: int, slow: bool, seed: int,
                 continue
             s.commit()
         written.append((event.id, job_id))
+        if publish is not None and i % 10:
+            publish({"kind": "events", "events": [[event.id, job_id, None]]})
 
 
 def test_the_stream_sees_every_event_exactly_once(tmp_path, stack, db_url):
@@ -111,6 +117,8 @@ def test_the_stream_sees_every_event_exactly_once(tmp_path, stack, db_url):
         f"c.Site.db_url = {db_url!r}\nc.HPCBridgeServer.sse_interval = 0.05\n"
         "c.HPCBridgeServer.sse_grace = 2.0"))
     svc.start(maintainer=False)
+    publish = Publisher(quick_client(redis.Redis.from_url(stack["redis_url"]), 0.5),
+                        channel_of(f"hpcbridge-test-{svc.run_id}"))
     reader = None
     try:
         reader = Reader(svc.api)
@@ -118,7 +126,7 @@ def test_the_stream_sees_every_event_exactly_once(tmp_path, stack, db_url):
         written: list = []
         rolled_back: list = []
         writers = [threading.Thread(target=write_events, args=(
-            store, alice + bob, PER_WRITER, postgres, seed, written, rolled_back))
+            store, alice + bob, PER_WRITER, postgres, seed, written, rolled_back, publish))
             for seed in range(WRITERS)]
         t0 = time.monotonic()
         for w in writers:
@@ -141,6 +149,7 @@ def test_the_stream_sees_every_event_exactly_once(tmp_path, stack, db_url):
                                  f"extra {sorted(set(got) - set(expected))[:20]}")
         assert dict(reader.got) == {e: j for e, j in written if j in alice}
         assert len(reader.resumes) >= 2
+        assert publish.published > 0 and publish.dropped == 0
         print(f"\n{db_url.split(':')[0]}: {len(written)} events in {wrote:.1f} s, "
               f"{len(got)} of alice's streamed, resumed at {reader.resumes}, "
               f"rolled back {rolled_back}")
