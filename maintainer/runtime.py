@@ -17,7 +17,7 @@ from rq import Queue
 from hpcbridge.config import Site, connect_redis, release_redis
 from hpcbridge.connectors.errors import RemoteTimeout
 from hpcbridge.connectors.handlers import SchedulerHandler, create_handler
-from hpcbridge.server.eventbus import EventBus, install_publisher
+from hpcbridge.server.eventbus import EventBus, install_publisher, remove_publisher
 from hpcbridge.server.store import Store
 from hpcbridge.taskqueue import enqueue_advance, queue_name
 
@@ -48,8 +48,8 @@ class Runtime:
         self.store = Store(site.db_url, max_log_bytes=site.max_log_bytes)
         self.redis = connect_redis(site)
         # the events and log text this worker stores are pushed to the middleware's streams
-        install_publisher(self.redis, site.queue_prefix,
-                          EventBus(config=site.config).publish_timeout)
+        self.publisher = install_publisher(self.redis, site.queue_prefix,
+                                           EventBus(config=site.config).publish_timeout)
         self.hpcs = site.hpc_configs()
         self.handler_classes = site.handler_registry()  # the built-ins and the site's own
         self.run_timeout = default_run_timeout(self.hpcs)
@@ -107,6 +107,7 @@ class Runtime:
                 pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        remove_publisher(self.publisher)
         release_redis(self.redis)  # the last user of an embedded Redis stops it
 
 

@@ -107,14 +107,20 @@ def quick_client(client: redis.Redis, timeout: float) -> redis.Redis:
 
 
 def install_publisher(client: redis.Redis, prefix: str, timeout: float) -> Publisher:
-    """Publish this process's event notices on `prefix`'s channel (once per channel)."""
+    """Publish this process's event notices on `prefix`'s channel, through `client`'s
+    Redis: one publisher per channel, the newest replaces an older one."""
     channel = channel_of(prefix)
-    for hook in Store.event_hooks:
-        if isinstance(hook, Publisher) and hook.channel == channel:
-            return hook
     publisher = Publisher(quick_client(client, timeout), channel)
+    Store.event_hooks[:] = [h for h in Store.event_hooks
+                            if not (isinstance(h, Publisher) and h.channel == channel)]
     Store.event_hooks.append(publisher)
     return publisher
+
+
+def remove_publisher(publisher: Publisher) -> None:
+    if publisher in Store.event_hooks:
+        Store.event_hooks.remove(publisher)
+    publisher.client.close()
 
 
 # --- the fan-out (sync, on the IOLoop) ------------------------------------------------------
