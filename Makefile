@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test faults install labextension stack stack-status stack-down lint bench clean
+.PHONY: demo test test-pg faults install labextension stack stack-status stack-down lint bench clean
 
 ## Run the whole system on embedded defaults (no HPC, no Redis server, no JupyterHub).
 demo: install
@@ -16,7 +16,14 @@ test: install stack
 	$(VENV)/bin/ruff check .
 	bash labextension/test.sh
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	$(MAKE) test-pg
 	$(MAKE) faults
+
+## The middleware, maintainer and store suites again, on PostgreSQL: each test's services get
+## a new database of their own on the stack's PostgreSQL, migrated as in production.
+PG_SUITES ?= tests/integration/store tests/integration/server tests/integration/maintainer
+test-pg: install stack
+	HPCBRIDGE_TEST_DB=postgresql $(VENV)/bin/pytest -ra -p no:cacheprovider $(PG_SUITES)
 
 ## The fault suite alone (tests/faults: breaks Redis, sshd and slurmctld on purpose; slow).
 faults: install stack
