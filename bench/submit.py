@@ -114,6 +114,31 @@ def hook_environment(tmp: str, redis_url: str, key: str) -> None:
 
 
 # --- the parent --------------------------------------------------------------------------
+def cpu_seconds(svc) -> dict[str, float]:
+    """CPU seconds used so far by each service's process tree (the maintainer's workers
+    included): what a phase costs, less sensitive than wall time to a busy machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    out = {}
+    for name, proc in svc.procs.items():
+        tree = {proc.pid}
+        for _ in range(3):  # the pool, its workers, what they run
+            tree |= {pid for pid, (ppid, _) in stats.items() if ppid in tree}
+        out[name] = round(sum(stats[pid][1] for pid in tree if pid in stats), 2)
+    return out
+
+
+def cpu_window(before: dict, after: dict) -> dict:
+    return {f"cpu_{name}": round(after[name] - before.get(name, 0.0), 2) for name in after}
+
+
 def counts(red, key: str) -> Counter:  # the hook's counts so far
     return Counter({k.decode(): int(v) for k, v in red.hgetall(key).items()})
 
@@ -206,11 +231,12 @@ def phase(svc, store, red, key: str, token: str, bodies: list[tuple[str, dict]],
           element_ids) -> dict:
     """POST `bodies`, wait until all their jobs are in Slurm; times and commands."""
     wait_idle(red, f"hpcbridge-test-{svc.run_id}")
-    before, t0 = counts(red, key), time.time()
+    before, t0, cpu = counts(red, key), time.time(), cpu_seconds(svc)
     made = asyncio.run(post_all(svc, token, bodies))
     posted = time.time() - t0
     return {"post_seconds": round(posted, 3),
-            **figures(store, red, key, element_ids(made), before, t0)}
+            **figures(store, red, key, element_ids(made), before, t0),
+            **cpu_window(cpu, cpu_seconds(svc))}
 
 
 def figures(store, red, key: str, ids: list[str], before: Counter, t0: float | None) -> dict:
@@ -252,7 +278,8 @@ def drain_phase(svc, store, red, key: str, token: str, n: int) -> dict:
     ids = [j["id"] for j in asyncio.run(post_all(svc, token, [job] * n))]
     before = counts(red, key)
     svc.start_maintainer()
-    return figures(store, red, key, ids, before, None)
+    cpu = cpu_seconds(svc)  # the maintainer's start-up (imports, pools) counted too
+    return {**figures(store, red, key, ids, before, None), **cpu_window(cpu, cpu_seconds(svc))}
 
 
 def job_rows(store, column: str, where):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 
 from hpcbridge.clock import utcnow
@@ -51,12 +52,14 @@ def advance_hpc(rt, hpc_id: str) -> str:
     """One round of the HPC's queued jobs: a batch admitted in fair order, another wake
     asked for if more had room (so that the other worker admits and stages the next
     batch while this one submits), this batch staged and submitted."""
+    laps = Laps()
     admitted, more = admit_next(rt, hpc_id, rt.tuning.submit_batch_size)
     if more:
         _rearm(rt, hpc_id)
     if not admitted:
         return "nothing admissible"
-    outcomes = _round(rt, hpc_id, admitted)
+    laps("admit")
+    outcomes = _round(rt, hpc_id, admitted, laps)
     counts = Counter(outcomes.values())
     return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "claimed elsewhere"
 
@@ -64,25 +67,45 @@ def advance_hpc(rt, hpc_id: str) -> str:
 def advance_queued(rt, job) -> str:
     """A queued job's task: admit a batch of its HPC's queued jobs (this one among them
     if it is next in order) and stage and submit the batch; this job's outcome."""
+    laps = Laps()
     admitted, more = admit_with(rt, job, rt.tuning.submit_batch_size)
     if more:
         _rearm(rt, job.hpc)
     if not admitted:
         return "waiting for capacity"
-    outcomes = _round(rt, job.hpc, admitted)
+    laps("admit")
+    outcomes = _round(rt, job.hpc, admitted, laps)
     if job.id in outcomes:
         return outcomes[job.id]
     return "staging" if job.id in admitted else "waiting for capacity"
 
 
-def _round(rt, hpc_id: str, admitted: list[str]) -> dict[str, str]:
+class Laps:
+    """Where a batch's time goes: seconds per step, each call closing the step named."""
+
+    def __init__(self):
+        self.at, self.spent = time.monotonic(), {}
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        self.spent[step] = self.spent.get(step, 0.0) + now - self.at
+        self.at = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {seconds:.3f} s" for step, seconds in self.spent.items())
+
+
+def _round(rt, hpc_id: str, admitted: list[str], laps: Laps) -> dict[str, str]:
     """Claim the admitted jobs, stage and submit those this worker holds, release."""
     mine = [job_id for job_id in admitted if claims.take(rt, job_id)]
+    laps("claim")
     try:
-        return submit_batch(rt, hpc_id, mine) if mine else {}
+        return submit_batch(rt, hpc_id, mine, laps) if mine else {}
     finally:
         for job_id in mine:
             claims.release(rt, job_id)
+        laps("release")
+        log.info("batch of %d on %s: %s", len(mine), hpc_id, laps)
 
 
 def _rearm(rt, hpc_id: str) -> None:
@@ -93,10 +116,12 @@ def _rearm(rt, hpc_id: str) -> None:
         log.warning("could not wake the workers of %s again: %s", hpc_id, exc)
 
 
-def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
+def submit_batch(rt, hpc_id: str, job_ids: list[str], laps: Laps | None = None
+                 ) -> dict[str, str]:
     """staging → submitted for claimed jobs of one HPC; job id → outcome ("submitted",
     "found", "failed", "cancelled", "hpc unavailable")."""
     out: dict[str, str] = {}
+    laps = laps or Laps()
     handler = rt.handlers[hpc_id]
     stored = rt.store.get_jobs(job_ids)
     jobs = [stored[i] for i in job_ids if i in stored and stored[i].status == S.STAGING]
@@ -107,6 +132,7 @@ def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
         failed_all(rt, hpc_id, jobs, exc, out)
         return out
     items = _plan(rt, handler, jobs, work_root, out)
+    laps("plan")
     if not items:
         return out
     try:
@@ -115,13 +141,15 @@ def submit_batch(rt, hpc_id: str, job_ids: list[str]) -> dict[str, str]:
     except Exception as exc:
         failed_all(rt, hpc_id, [i.job for i, _ in items], exc, out)
         return out
+    finally:
+        laps("stage")
     staged = []
     for (item, spec), result in zip(items, sent):
         if isinstance(result, Exception):
             failed_all(rt, hpc_id, [item.job], result, out)
         else:
             staged.append((item, spec, result))
-    return _submit(rt, handler, hpc_id, staged, out)
+    return _submit(rt, handler, hpc_id, staged, out, laps)
 
 
 async def _stage(rt, transport, root: str, items: list[Staging]) -> list[int | Exception]:
@@ -193,7 +221,8 @@ def _plan(rt, handler, jobs, work_root: str, out: dict[str, str]) -> list:
     return items
 
 
-def _submit(rt, handler, hpc_id: str, staged: list, out: dict[str, str]) -> dict[str, str]:
+def _submit(rt, handler, hpc_id: str, staged: list, out: dict[str, str],
+            laps: Laps) -> dict[str, str]:
     """Record the attempt, submit all with one command, record what the scheduler said."""
     rt.store.add_events((item.job.id, "staged", f"staged {sent} items into "
                          f"{item.workdir.path}") for item, _, sent in staged)
@@ -209,11 +238,14 @@ def _submit(rt, handler, hpc_id: str, staged: list, out: dict[str, str]) -> dict
         return out
     # recorded before sbatch: from now on only a lookup by name can tell
     rt.store.update_jobs({item.job.id: {"submit_attempted_at": utcnow()} for item, _ in ready})
+    laps("attempt")
     try:
         answers = rt.run(handler.submit_scripts([spec for _, spec in ready]))
     except Exception as exc:
         failed_all(rt, hpc_id, [item.job for item, _ in ready], exc, out)
         return out
+    finally:
+        laps("sbatch")
     submitted = {}
     for (item, _), answer in zip(ready, answers):
         if isinstance(answer, Exception):
@@ -221,6 +253,7 @@ def _submit(rt, handler, hpc_id: str, staged: list, out: dict[str, str]) -> dict
         else:
             submitted[item.job.id] = answer
     _record(rt, hpc_id, submitted, out)
+    laps("record")
     return out
 
 

@@ -53,7 +53,7 @@ class JobQueue:
             request_wake(self.redis, self.site.queue_prefix, hpc)
             return True
         except Exception as exc:  # redis down or hung: the poller's resend finds the job
-            log.warning("could not wake the workers of %s: %s", hpc, exc)
+            log.warning("could not enqueue a wake of %s: %s", hpc, exc)
             return False
 
     def close(self) -> None:
