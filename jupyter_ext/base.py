@@ -36,6 +36,15 @@ class BaseHandler(ExtensionHandlerMixin, JupyterHandler):
 
     def write_json_error(self, code: str, message: str, status: int | None = None):
         """Answer with an error of the registry (its status, unless given)."""
+        if self._headers_written:
+            # part of an answer went out already (an event stream or a download that the
+            # middleware's side broke off, e.g. at request_timeout): an error appended now
+            # would be read as body (an EventSource: as a message), and a clean end would
+            # make a cut download look whole. Drop the connection (an EventSource reconnects).
+            self.log.warning("hpcbridge: %s after the answer started: %s", code, message)
+            self.request.connection.close()
+            self._finished = True
+            return
         self.set_status(status or ERROR_CODES[code].status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(error_body(code, message)))

@@ -116,11 +116,7 @@ class ForwardHandler(BaseHandler):
         if response is None or self._finished:
             return
         if self._started and response.code == 599:
-            # the head and part of the body went out when the middleware's answer broke
-            # off (an event stream reaching request_timeout, a download cut short): an
-            # error appended now would be read as body, and a clean end would make a cut
-            # download look whole. Drop the connection (an EventSource then reconnects).
-            self.request.connection.close()
+            self.write_unreachable(response.error)  # drops the connection (see there)
             return
         # an error body streamed to us is in _error_body; a probe's answer has its own
         if (not self.raw or response.code == 599) and \
