@@ -124,11 +124,15 @@ export interface ILogPiece {
   offset: number;
   /** null: the text was too large for the stream (fetch it). */
   text: string | null;
+  /** The piece's length in bytes of the log, when the stream says it. */
+  size?: number;
 }
 
 /**
  * Take a streamed piece of log into a buffer: `[buffer, fetch]`. Text that
- * starts at (or before) the buffer's end is merged as an API answer would be;
+ * starts at (or before) the buffer's end is merged as an API answer would be
+ * (its byte length: `size`, else its UTF-8 length — unknown when the text has
+ * a replaced character, then it is fetched);
  * a piece without text, or one after a gap (a piece missed while the stream
  * was reconnecting), leaves the buffer as it is and asks for a fetch from
  * `nextOffset` instead.
@@ -145,7 +149,15 @@ export function applyLogPiece(
   if (piece.text === null || piece.text === undefined || offset > buffer.nextOffset) {
     return [buffer, true];
   }
-  const end = offset + encoder.encode(piece.text).length;
+  let size = Number(piece.size);
+  if (!Number.isFinite(size) || size < 0) {
+    if (piece.text.includes('\uFFFD')) {
+      // a character cut at the piece's edge was replaced: its byte length is unknown
+      return [buffer, true];
+    }
+    size = encoder.encode(piece.text).length;
+  }
+  const end = offset + size;
   const merged = mergeLogChunk(
     buffer,
     { offset, next_offset: end, data: piece.text, complete: false },

@@ -24,6 +24,8 @@ export interface ILogMessage {
   offset: number;
   /** null: too large to carry; fetch the range from `offset`. */
   text: string | null;
+  /** Bytes of the log the text stands for (when the middleware sends it). */
+  size?: number;
 }
 
 /** What the stream needs of the browser's EventSource (a fake in unit tests). */

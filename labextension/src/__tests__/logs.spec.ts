@@ -141,3 +141,12 @@ describe('applyLogPiece (event stream `log` messages)', () => {
     expect(b.truncated).toBe(true);
   });
 });
+
+describe('applyLogPiece and cut characters', () => {
+  it('uses the byte size the stream gives, and fetches when a replaced character makes it unknown', () => {
+    const start = { ...emptyLog(), text: 'a', nextOffset: 1 };
+    const [b] = applyLogPiece(start, { offset: 1, text: 'x\uFFFD', size: 2 });
+    expect(b.nextOffset).toBe(3);
+    expect(applyLogPiece(start, { offset: 1, text: 'x\uFFFD' })).toEqual([start, true]);
+  });
+});
