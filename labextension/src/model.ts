@@ -339,8 +339,11 @@ export class PanelModel {
 
   /** Put a job we learned about elsewhere (submit, detail view, stream) into the list. */
   upsertJob(job: IJob): void {
-    this._observe([job]);
     const i = this.jobs.findIndex(j => j.id === job.id);
+    if (i >= 0 && isOlder(job, this.jobs[i])) {
+      return; // e.g. a detail answer overtaken by a newer stream message
+    }
+    this._observe([job]);
     if (i >= 0) {
       if (JSON.stringify(this.jobs[i]) === JSON.stringify(job)) {
         return;
@@ -455,8 +458,13 @@ export class PanelModel {
 
   /** Replace the list, keeping the objects of unchanged jobs (so their rows do not re-render). */
   private _applyJobs(jobs: IJob[], total: number): void {
-    this._observe(jobs);
     const old = new Map(this.jobs.map(j => [j.id, j]));
+    // a list answer older than a job message that overtook it keeps the message's job
+    jobs = jobs.map(job => {
+      const before = old.get(job.id);
+      return before && isOlder(job, before) ? before : job;
+    });
+    this._observe(jobs);
     let same = jobs.length === this.jobs.length;
     const merged = jobs.map((job, i) => {
       const before = old.get(job.id);
@@ -519,6 +527,13 @@ export class PanelModel {
   private _lastStatus = new Map<string, string>();
   private _notified = new Set<string>();
   private _sweepsWanted = false;
+}
+
+/** `job` is an older state of `than` (by `updated_at`; unknown times are not older). */
+export function isOlder(job: IJob, than: IJob): boolean {
+  const a = Date.parse(job.updated_at ?? '');
+  const b = Date.parse(than.updated_at ?? '');
+  return Number.isFinite(a) && Number.isFinite(b) && a < b;
 }
 
 export function toApiError(error: unknown): ApiError {

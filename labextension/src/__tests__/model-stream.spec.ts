@@ -220,3 +220,31 @@ describe('PanelModel with the event stream', () => {
     model.dispose();
   });
 });
+
+describe('PanelModel and answers overtaken by the stream', () => {
+  beforeEach(() => {
+    jest.useFakeTimers();
+    FakeSource.all = [];
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  it('keeps a streamed job when an older list answer arrives after it', async () => {
+    const at = (s: number) => `2024-05-01T12:00:${String(s).padStart(2, '0')}Z`;
+    let answer: (value: unknown) => void = () => undefined;
+    const { api, model } = makeModel(() => []);
+    api.listJobs.mockImplementationOnce(() => new Promise(resolve => (answer = resolve)) as any);
+    model.setVisible(true);
+    FakeSource.last().open(); // the load after opening waits for its answer …
+    FakeSource.last().send('job', { ...job('a', 'staging'), updated_at: at(5) } as any, '2');
+    answer({ jobs: [{ ...job('a', 'queued'), updated_at: at(1) }], total: 1 });
+    await jest.advanceTimersByTimeAsync(0);
+    expect(model.jobs.map(j => j.status)).toEqual(['staging']); // … and is older
+    model.upsertJob({ ...job('a', 'queued'), updated_at: at(1) } as any);
+    expect(model.jobs.map(j => j.status)).toEqual(['staging']);
+    model.upsertJob({ ...job('a', 'running'), updated_at: at(9) } as any);
+    expect(model.jobs.map(j => j.status)).toEqual(['running']);
+    model.dispose();
+  });
+});
