@@ -47,9 +47,12 @@ def fair_pick(queued: Sequence, in_scheduler: Iterable, n: int,
     return picked
 
 
-def next_to_admit(hpc, queued: Sequence, in_scheduler: Sequence) -> list:
-    """The queued jobs (oldest first) the HPC has room for now, in fair order."""
-    return fair_pick(queued, in_scheduler, hpc.capacity - len(in_scheduler))
+def next_to_admit(hpc, queued: Sequence, in_scheduler: Sequence, most: int | None = None
+                  ) -> list:
+    """The queued jobs (oldest first) the HPC has room for now, in fair order (the first
+    `most` of them only, if given)."""
+    room = hpc.capacity - len(in_scheduler)
+    return fair_pick(queued, in_scheduler, room if most is None else min(room, most))
 
 
 def admit(rt, job) -> bool:

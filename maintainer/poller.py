@@ -374,7 +374,7 @@ class Poller:
                     self.offer(job.id, hpc.id, force=force)
         # one task takes a batch and asks for the next (maintainer/batch.py): the head
         # stands for the rest, so a long queue costs one task a cycle, not one per job
-        for job in next_to_admit(hpc, queued, in_scheduler)[:1]:
+        for job in next_to_admit(hpc, queued, in_scheduler, most=1):
             self.offer(job.id, hpc.id, force=force)
 
     def offer(self, job_id: str, hpc_id: str, force: bool = False) -> None:
