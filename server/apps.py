@@ -52,6 +52,7 @@ def fetch_app(source: str, artifacts: ArtifactStore, app_id: str | None = None) 
                 raise ValidationFailed(f"git clone failed: {result.stderr.strip()[-500:]}",
                                        [{"loc": ["source"], "msg": "git clone failed"}])
             read_manifest(tmp)
+            _make_private(tmp)
     folder = artifacts.path("apps", app_id)
     manifest = read_manifest(folder)
     return App(id=app_id, name=manifest.name, source=source, path=folder,
@@ -73,3 +74,15 @@ def _snapshot_folder(source: str, artifacts: ArtifactStore, app_id: str) -> None
                         ignore=lambda _top, names: [n for n in names if n in APP_IGNORED])
         with open(os.path.join(tmp, SNAPSHOT_FILE), "w") as f:
             f.write(stamp)
+        _make_private(tmp)
+
+
+def _make_private(folder: str) -> None:
+    """The service's files are its own (docs/security.md): a copy keeps only the owner's
+    bits of the source's modes (an executable stays executable)."""
+    for top, _dirs, files in os.walk(folder):
+        os.chmod(top, 0o700)
+        for name in files:
+            full = os.path.join(top, name)
+            if not os.path.islink(full):
+                os.chmod(full, os.stat(full).st_mode & 0o700)

@@ -195,6 +195,7 @@ def make_app(folder, text="echo hi\n"):
                                                       "execution_stage": "bash run.sh",
                                                       "supported_hpc": ["local"]}))
     (folder / "run.sh").write_text(text)
+    os.chmod(folder / "run.sh", 0o755)
     (folder / "__pycache__").mkdir(exist_ok=True)
     (folder / "__pycache__" / "x.pyc").write_text("junk")
 
@@ -206,6 +207,8 @@ def test_an_app_folder_is_snapshotted_and_copied_again_only_when_it_changed(stor
     snap = store.path("apps", "hello")
     assert app.path == snap and app.name == "Hello"
     assert sorted(os.listdir(snap)) == [SNAPSHOT_FILE, "manifest.json", "run.sh"]
+    for top, _dirs, names in os.walk(snap):  # the service's own, whatever the source's modes
+        assert all(os.stat(os.path.join(top, n)).st_mode & 0o077 == 0 for n in [".", *names])
     inode = os.stat(snap).st_ino
     fetch_app(str(source), store)  # another middleware's start-up: nothing copied
     assert os.stat(snap).st_ino == inode
