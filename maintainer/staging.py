@@ -24,11 +24,10 @@ IGNORED = APP_IGNORED  # never staged: a clone's .git, caches, the snapshot's st
 async def stage_in(transport: Transport, job, app_path: str, upload_path: str | None,
                    workdir: WorkDir) -> int:
     """App files, the user's data and job.json into the remote work dir; files sent."""
+    names = app_files(app_path)
     await transport.makedirs(workdir.path)
     sent = 0
-    for name in sorted(os.listdir(app_path)):
-        if name in IGNORED:
-            continue
+    for name in names:
         await transport.upload(os.path.join(app_path, name), workdir.join(name))
         sent += 1
     if upload_path:
@@ -90,7 +89,9 @@ PACKED_APP_FILES = 200
 
 def packable_app(app_path: str) -> list[tuple[str, bytes | None]] | None:
     """The app's folders (None) and files (bytes) by relative path, if it may travel in a
-    batch's archive; else None."""
+    batch's archive; else None (also for a snapshot that is missing: stage_in says so)."""
+    if not os.path.isdir(app_path):
+        return None
     entries: list[tuple[str, bytes | None]] = []
     total = 0
     for top, dirs, files in os.walk(app_path, followlinks=False):
@@ -152,8 +153,8 @@ async def stage_packed(transport: Transport, root: str, archive: bytes) -> None:
 async def stage_shared(transport: Transport, app_path: str, upload_path: str | None,
                        app_dir: str, data_dir: str) -> int:
     """A sweep's shared files, once: the app's into `app_dir`, the upload as `data_dir`."""
+    names = app_files(app_path)
     await transport.makedirs(app_dir)
-    names = [n for n in sorted(os.listdir(app_path)) if n not in IGNORED]
     for name in names:
         await transport.upload(os.path.join(app_path, name), f"{app_dir}/{name}")
     if upload_path:
@@ -162,8 +163,14 @@ async def stage_shared(transport: Transport, app_path: str, upload_path: str | N
 
 
 def app_files(app_path: str) -> list[str]:
-    """The names stage-in copies from an app's folder."""
-    return [n for n in sorted(os.listdir(app_path)) if n not in IGNORED]
+    """The names stage-in copies from an app's folder (its snapshot in the artifact store);
+    FileNotFoundError, saying so, when the snapshot is not there."""
+    try:
+        names = os.listdir(app_path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the app's snapshot {app_path} is not in the artifact "
+                                "store: register the app again") from None
+    return [n for n in sorted(names) if n not in IGNORED]
 
 
 class ResultsIncomplete(Exception):
