@@ -97,13 +97,12 @@ class Laps:
 
 def _round(rt, hpc_id: str, admitted: list[str], laps: Laps) -> dict[str, str]:
     """Claim the admitted jobs, stage and submit those this worker holds, release."""
-    mine = [job_id for job_id in admitted if claims.take(rt, job_id)]
+    mine = claims.take_many(rt, admitted)
     laps("claim")
     try:
         return submit_batch(rt, hpc_id, mine, laps) if mine else {}
     finally:
-        for job_id in mine:
-            claims.release(rt, job_id)
+        claims.release_many(rt, mine)
         laps("release")
         log.info("batch of %d on %s: %s", len(mine), hpc_id, laps)
 

@@ -73,6 +73,47 @@ def _take(rt, job_id: str) -> bool:
     return bool(script(keys=[key], args=[me, CLAIM_TTL_MS, holder]))
 
 
+def take_many(rt, job_ids: list[str]) -> list[str]:
+    """`take` for a batch: one SET NX per job, pipelined (one round trip); a job refused so
+    goes through `take` (held: by a live worker or a dead one). The ids claimed."""
+    if not job_ids:
+        return []
+    me = rt.worker_id
+    try:
+        pipe = rt.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.set(claim_key(rt, job_id), me, nx=True, px=CLAIM_TTL_MS)
+        answers = pipe.execute()
+    except REDIS_DOWN as exc:
+        log.warning("cannot claim %d jobs (Redis: %s): left for later", len(job_ids), exc)
+        return []
+    mine = []
+    for job_id, got in zip(job_ids, answers):
+        if got:
+            _held[(me, job_id)] = claim_key(rt, job_id)
+            mine.append(job_id)
+        elif take(rt, job_id):
+            mine.append(job_id)
+    return mine
+
+
+def release_many(rt, job_ids: list[str]) -> None:
+    """`release` for a batch, pipelined; never raises."""
+    for job_id in job_ids:
+        _held.pop((rt.worker_id, job_id), None)
+    if not job_ids:
+        return
+    try:
+        script = rt.redis.register_script(RELEASE)
+        pipe = rt.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            script(keys=[claim_key(rt, job_id)], args=[rt.worker_id], client=pipe)
+        pipe.execute()
+    except REDIS_DOWN as exc:
+        log.info("claims of %d jobs not released (Redis: %s): they pass on by themselves",
+                 len(job_ids), exc)
+
+
 def release(rt, job_id: str) -> None:
     """Give the claim up; never raises (a claim left behind expires or passes on)."""
     _held.pop((rt.worker_id, job_id), None)

@@ -177,7 +177,7 @@ class JobSubmitHandler(CGJobHandler):
         except BaseException:
             drafts.put_back(draft)  # refused or failed: the user may set it and try again
             raise
-        ctx.queue.advance(job.id, job.hpc)  # never fails: reconciliation re-sends
+        ctx.queue.wake(job.hpc)  # never fails: the poller offers queued jobs
         self.send(self.full_job(job, caller))
 
 
