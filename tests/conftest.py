@@ -17,6 +17,10 @@ below read that file and check that their component really answers before a test
 A component that is not there skips the test, or fails it when CI=true (CI must never
 skip silently); the message says how to start the stack.
 
+The database of the services under test (tests/services.py): SQLite in each test's data dir,
+or with HPCBRIDGE_TEST_DB=postgresql (`make test-pg`) a new database of each Services' own on
+the stack's PostgreSQL, dropped at its stop. `pg_url` gives a test a new empty one directly.
+
 Other fixtures may be added below the marked section at the end of this file.
 """
 from __future__ import annotations
