@@ -54,6 +54,14 @@ def submit_hello(api, name: str, lines: int, delay: int) -> str:
     return r.json()["id"]
 
 
+def describe(api, job_id: str, seen: list[str]) -> str:
+    """What the panel showed beside what the API says, for a failure message."""
+    job = api.get(f"jobs/{job_id}").json()
+    events = [(e["type"], (e["message"] or "")[:80])
+              for e in api.get(f"jobs/{job_id}/events").json()]
+    return f"panel showed {seen}; the API says {job.get('status')}, events {events}"
+
+
 def wait_live(page, timeout_ms: int = 30_000) -> None:
     expect(page.locator("#hpcbridge-panel .hpcbridge-root")).to_have_attribute(
         "data-stream", "live", timeout=timeout_ms)
@@ -89,7 +97,7 @@ def test_no_periodic_request_while_the_stream_is_connected_and_polling_when_it_i
         if status == "running":
             break
         time.sleep(0.1)
-    assert seen[-1] == "running", (seen, api.get(f"jobs/{job_id}/events").json())
+    assert seen[-1] == "running", describe(api, job_id, seen)
     list_phase = requests.since(t0)
     assert list_phase == [], f"the list asked the API while the stream was live: {list_phase}"
 

@@ -4,7 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 
 import { IJob, IJobEvent, IResult } from '../api';
 import { actionMessage } from '../errors';
-import { PanelModel, toApiError } from '../model';
+import { isOlder, PanelModel, toApiError } from '../model';
 import { isCancellable, isFinal, shortId } from '../status';
 import { absoluteTime, formatBytes, formatDuration, relativeTime, secondsBetween } from '../time';
 import { useMounted, usePolling } from './hooks';
@@ -14,6 +14,10 @@ import { StatusBadge } from './StatusBadge';
 export interface IDetailHost {
   /** Show a folder (relative to the Jupyter root) in the file browser. */
   openInFileBrowser: (path: string) => Promise<void>;
+}
+
+function sameJob(a: IJob, b: IJob): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 function Time(props: { value: string | null; now: number }): JSX.Element {
@@ -77,7 +81,7 @@ export function JobDetail(props: {
       if (!mounted.current) {
         return false;
       }
-      setJob(prev => (prev && JSON.stringify(prev) === JSON.stringify(j) ? prev : j));
+      setJob(prev => (prev && (isOlder(j, prev) || sameJob(prev, j)) ? prev : j));
       setEvents(prev => (JSON.stringify(prev) === JSON.stringify(ev) ? prev : ev));
       setLoadError(null);
       setNow(Date.now());
@@ -125,7 +129,7 @@ export function JobDetail(props: {
       if (j.id !== jobId || !mounted.current) {
         return;
       }
-      setJob(prev => (prev && JSON.stringify(prev) === JSON.stringify(j) ? prev : j));
+      setJob(prev => (prev && (isOlder(j, prev) || sameJob(prev, j)) ? prev : j));
       setNow(Date.now());
       // several messages in a burst (a batch of transitions): one request
       if (timer === null) {
