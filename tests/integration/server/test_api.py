@@ -356,8 +356,11 @@ def test_the_event_stream_carries_only_the_callers_jobs(svc, http, hub):
         bob_id = submit(http["bob"])["id"]
         alice_job = submit(http["alice"])
         deadline = time.monotonic() + WAIT
+        kind = ""
         for line in stream.iter_lines():
-            if line.startswith("data: "):
+            if line.startswith("event: "):
+                kind = line[7:]  # `job`, or `log` (new log text, its own data shape)
+            elif line.startswith("data: ") and kind == "job":
                 seen.append(json.loads(line[6:]))
                 if seen[-1]["id"] == alice_job["id"] and seen[-1]["status"] == "succeeded":
                     break
