@@ -8,7 +8,9 @@ view fetches the job once and its events once per message. With the stream cut a
 (a Playwright route answers 503), the panel says so and polls every 3 s; once the stream
 gets through again, the notice goes and the polling stops.
 
-Every request the page sends under /hpcbridge/api/ is recorded (method, path, time).
+A line the running job prints reaches the open log view through the stream's `log`
+messages, with no log request. Every request the page sends under /hpcbridge/api/ is
+recorded (method, path, time).
 """
 from __future__ import annotations
 
@@ -165,10 +167,6 @@ def test_no_periodic_request_while_the_stream_is_connected_and_polling_when_it_i
     assert not page.errors, page.errors
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "needs the middleware's `event: log` messages (issue #21, another helper adds them to "
-    "server/handlers/events.py); until then the open log view gets running output only "
-    "when it fetches"))
 def test_log_lines_reach_the_open_log_view_without_a_log_request(lab_page, bridge, hub):
     page, t = lab_page, lab_page.get_by_test_id
     requests = Requests(page)
