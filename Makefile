@@ -22,14 +22,12 @@ test: install stack
 ## The middleware's and the maintainer's suites again, on PostgreSQL: each test's services
 ## get a new database of their own on the stack's PostgreSQL, migrated as in production.
 ## (tests/integration/store runs on PostgreSQL in the main run already.) The maintainer's
-## files: transitions, claims, batches, sweeps and notifications on the local HPC and Slurm;
-## its Slurm fault files (job files, killed workers on Slurm) stay SQLite-only: ≈ 8 min here.
-PG_SUITES ?= tests/integration/server \
-	tests/integration/maintainer/test_maintainer_local.py \
-	tests/integration/maintainer/test_batch_wake.py \
-	tests/integration/maintainer/test_worker_survival.py \
-	tests/integration/maintainer/test_notifications.py \
-	tests/integration/maintainer/test_sweeps_engine.py
+## Slurm-heavy files (job-file faults, workers killed on Slurm, the Slurm handler's states)
+## stay SQLite-only: what the database decides there is covered by the others; ≈ 8 min here.
+PG_SUITES ?= tests/integration/server tests/integration/maintainer \
+	--ignore=tests/integration/maintainer/test_job_file_faults.py \
+	--ignore=tests/integration/maintainer/test_maintainer_faults.py \
+	--ignore=tests/integration/maintainer/test_maintainer_slurm.py
 test-pg: install stack
 	HPCBRIDGE_TEST_DB=postgresql $(VENV)/bin/pytest -ra -p no:cacheprovider $(PG_SUITES)
 
