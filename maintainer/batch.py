@@ -212,7 +212,8 @@ def _plan(rt, handler, jobs, work_root: str, out: dict[str, str]) -> list:
         except ManifestError as exc:
             failed[job.id] = (exc.message, {})
             continue
-        items.append((Staging(job, apps[job.app].path, upload.path if upload else None,
+        items.append((Staging(job, rt.site.artifacts.path("apps", job.app),
+                              rt.site.artifacts.path("uploads", upload.id) if upload else None,
                               workdir, handler.batch_script(spec)), spec))
     rt.store.update_jobs(dirs)
     for job_id in rt.store.transition_many(S.FAILED, failed, expect=[S.STAGING]):

@@ -298,7 +298,7 @@ def submit(run, hpc, record) -> None:
         workdir = WorkDir.of(work_root, record.user, record.id)
         spec = build_session_spec(record, run.store.get_app(record.app), workdir, hpc)
         run.store.update_session(record.id, remote_dir=workdir.path, worker=run.worker_id)
-        app_path = run.store.get_app(record.app).path
+        app_path = run.site.artifacts.path("apps", record.app)
         run.run(stage_in(handler.transport, record, app_path, None, workdir),
                 timeout=STAGE_TIMEOUT_SECONDS)
         run.store.update_session(record.id, submit_attempted_at=utcnow())

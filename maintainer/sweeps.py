@@ -120,9 +120,11 @@ def _stage_and_submit(rt, handler, sweep, folder: SweepDir, elements, out):
                                  expect=[S.STAGING])
         out.update({e.id: "failed" for e in elements})
         return None, []
-    archive = element_archive(elements, folder, app_files(app.path), bool(upload))
-    rt.run(_stage(handler.transport, app.path, upload.path if upload else None, folder,
-                  archive), timeout=tasks.TRANSFER_TIMEOUT_SECONDS)
+    app_path = rt.site.artifacts.path("apps", app.id)  # never a path from the DB
+    upload_path = rt.site.artifacts.path("uploads", upload.id) if upload else None
+    archive = element_archive(elements, folder, app_files(app_path), bool(upload))
+    rt.run(_stage(handler.transport, app_path, upload_path, folder, archive),
+           timeout=tasks.TRANSFER_TIMEOUT_SECONDS)
     current = rt.store.get_jobs(e.id for e in elements)
     ready = []
     for element in elements:

@@ -24,6 +24,7 @@ from .apps import fetch_app
 from .auth import Authenticator, HubAuthenticator, StaticTokenAuthenticator
 from .compat.cybergis import CyberGISCompat
 from .errors import APIError
+from .eventbus import EventBus
 from .eventcursor import GRACE_SECONDS
 from .handlers import admin, sessions, sweeps
 from .limits import DEFAULT_MAX_BODY_BYTES, Slots
@@ -94,7 +95,7 @@ class HPCBridgeServer(ConfigFileApp):
     version = __version__
     description = "The hpcbridge middleware: REST API, job store and queue."
     classes = [Site, SharedFolderArtifacts, HubAuthenticator, StaticTokenAuthenticator,
-               CyberGISCompat, SessionSettings, Notifier, metrics.Metrics]
+               CyberGISCompat, SessionSettings, Notifier, metrics.Metrics, EventBus]
     aliases = {"ip": "HPCBridgeServer.ip", "port": "HPCBridgeServer.port",
                "config": "HPCBridgeServer.config_file", "data-dir": "Site.data_dir",
                "artifacts": "SharedFolderArtifacts.root", "db-url": "Site.db_url",
@@ -260,6 +261,9 @@ class HPCBridgeServer(ConfigFileApp):
                             body_timeout=self.body_timeout)
         server.listen(self.port, self.ip)
         cleaner = asyncio.ensure_future(self.clean_up_periodically())
+        # the event bus at start, not at the first stream: this process's own events
+        # (POST /jobs, cancels) are published even while no stream is open here
+        H.events.event_bus(self.ctx)
         stop = asyncio.Event()
         checker = asyncio.ensure_future(self.check_artifacts_until_done(stop))
         self.log.info("hpcbridge middleware %s on http://%s:%d%s", __version__, self.ip,

@@ -24,7 +24,7 @@ def site_config(tmp_path, **maintainer) -> Config:
 def add_app(store: Store, tmp_path, manifest: dict | None = None, app_id: str = "hello") -> App:
     """An app in the store, its folder with one file, with `manifest` stored as it is
     (unchecked: as an older version of the rules may have let it in)."""
-    folder = tmp_path / "apps" / app_id
+    folder = tmp_path / "data" / "apps" / app_id  # the artifact store (site_config)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.sh").write_text("echo hi\n")
     app = App(id=app_id, name=app_id, source=str(folder), path=str(folder),

@@ -49,7 +49,8 @@ def finishing(rt, tmp_path):
 
 def test_a_result_store_that_cannot_be_written_keeps_the_job_finishing(rt, tmp_path):
     job = finishing(rt, tmp_path)
-    blocker = rt.site.results_dir  # a file where the result store's folder must be
+    # a file where the artifact store's results folder must be
+    blocker = os.path.dirname(rt.site.artifacts.path("results", job.id))
     os.makedirs(os.path.dirname(blocker), exist_ok=True)
     with open(blocker, "w") as f:
         f.write("not a folder")
@@ -59,7 +60,7 @@ def test_a_result_store_that_cannot_be_written_keeps_the_job_finishing(rt, tmp_p
     assert os.path.isdir(job.remote_dir)  # the only copy stays on the HPC
     os.remove(blocker)
     assert drive(rt, job.id) == "succeeded"
-    dest = os.path.join(rt.site.results_dir, job.id)
+    dest = rt.site.artifacts.path("results", job.id)
     with open(os.path.join(dest, "result", "a.txt")) as f:
         assert f.read() == "12345\n"
     assert os.path.isfile(os.path.join(dest, "result", "sub", "b.txt"))
@@ -81,7 +82,7 @@ def test_a_copy_that_does_not_match_the_listing_is_not_swapped_in(rt, tmp_path):
     got = rt.store.get_job(job.id)
     assert got.message == ("the job ended but its results could not be collected: "
                            "result/a.txt: 1 bytes collected, 6 on the HPC")
-    assert not os.path.exists(os.path.join(rt.site.results_dir, job.id))
+    assert not os.path.exists(rt.site.artifacts.path("results", job.id))
     assert os.path.isdir(job.remote_dir)  # the HPC copy is kept
 
 

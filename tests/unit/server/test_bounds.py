@@ -11,6 +11,7 @@ import tracemalloc
 
 import pytest
 
+from hpcbridge.artifacts import SharedFolderArtifacts
 from hpcbridge.server.errors import TooManyRequests
 from hpcbridge.server.limits import Slots
 from hpcbridge.server.secrets import hide_password, redact
@@ -74,14 +75,16 @@ def test_a_log_past_its_cap_is_counted_not_kept_with_one_event(tmp_path):
 
 def test_upload_usage_and_expiry_of_uploads_no_job_uses(store, tmp_path):
     uploads = private_dir(str(tmp_path / "uploads"))
+    artifacts = SharedFolderArtifacts(root=str(tmp_path))
     now = dt.datetime.now(dt.timezone.utc)
     old = now - dt.timedelta(days=30)
     made = {}
     for name, user in [("kept-by-job", "alice"), ("unused", "alice"), ("fresh", "bob")]:
-        path = os.path.join(uploads, name)
+        upload_id = name.replace("-", "") + "0" * 20
+        path = os.path.join(uploads, upload_id)  # the artifact store's place for it
         os.makedirs(path)
         open(os.path.join(path, "f"), "w").write("x")
-        made[name] = store.add_upload(id=name.replace("-", "") + "0" * 20, user=user,
+        made[name] = store.add_upload(id=upload_id, user=user,
                                       name=name, path=path, size=100,
                                       created_at=now if name == "fresh" else old)
     store.create_job(user="alice", app="hello", hpc="local", params={}, resources={},
@@ -91,21 +94,23 @@ def test_upload_usage_and_expiry_of_uploads_no_job_uses(store, tmp_path):
     outside.mkdir()
     store.add_upload(id="evil" + "0" * 28, user="alice", name="evil", path=str(outside),
                      size=1, created_at=old)
-    assert expire_uploads(store, uploads, max_age=86400) == 2
-    assert sorted(os.listdir(uploads)) == ["fresh", "kept-by-job"]
-    assert outside.exists()  # a record never removes anything outside the uploads dir
+    assert expire_uploads(store, artifacts, max_age=86400) == 2
+    assert sorted(os.listdir(uploads)) == sorted([made["fresh"].id, made["kept-by-job"].id])
+    assert outside.exists()  # removed by id: a record's path never names what is removed
     assert store.upload_usage("alice") == 100
 
 
 def test_stale_incoming_files_are_removed(tmp_path):
-    old = tmp_path / f"{INCOMING_PREFIX}old"
-    new = tmp_path / f"{INCOMING_PREFIX}new"
-    other = tmp_path / "abc"
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    old = uploads / f"{INCOMING_PREFIX}old"
+    new = uploads / f"{INCOMING_PREFIX}new"
+    other = uploads / "abc"
     for path in (old, new, other):
         path.write_text("x")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     os.utime(other, (time.time() - 7200, time.time() - 7200))
-    assert remove_stale_incoming(str(tmp_path), 3600) == 1
+    assert remove_stale_incoming(SharedFolderArtifacts(root=str(tmp_path)), 3600) == 1
     assert not old.exists() and new.exists() and other.exists()
 
 
