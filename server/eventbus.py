@@ -218,7 +218,8 @@ class Fanout:
         """New log text of a job: `event: log` to the streams of its user (no id: it is
         not an event row and moves no resume point)."""
         data = json.dumps({"job_id": notice["job_id"], "stream": notice["stream"],
-                           "offset": notice["offset"], "text": notice.get("text")})
+                           "offset": notice["offset"], "size": notice.get("size"),
+                           "text": notice.get("text")})
         message = f"event: log\ndata: {data}\n\n"
         for sub in self.streams:
             if sub.user is None or sub.user == notice.get("user"):

@@ -7,7 +7,8 @@ headers) gets every event after that id; see server/eventcursor.py for why no ev
 skipped, even when PostgreSQL commits ids out of order.
 
 New log text of the caller's running jobs comes as `event: log` (no `id:`),
-`data: {"job_id", "stream": "stdout"|"stderr", "offset": <byte offset>, "text": <str|null>}`
+`data: {"job_id", "stream": "stdout"|"stderr", "offset": <byte offset>, "size": <bytes>,
+"text": <str|null>}`
 (null: too long for a notice, read the range from /jobs/{id}/logs).
 
 How the events reach the stream: pushed by the process's event bus (server/eventbus.py:

@@ -151,7 +151,7 @@ def test_log_notices_reach_the_streams_of_their_user_and_admins(store):
         assert text.startswith("event: log\ndata: ") and text.endswith("\n\n")
         assert "\nid:" not in text
         assert json.loads(text.split("data: ", 1)[1]) == {
-            "job_id": "j" * 32, "stream": "stdout", "offset": 12, "text": "hi\n"}
+            "job_id": "j" * 32, "stream": "stdout", "offset": 12, "size": 3, "text": "hi\n"}
 
 
 def test_the_writers_notify_event_ids_users_and_log_text(store, notices):
