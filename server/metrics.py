@@ -169,12 +169,19 @@ class TransitionObserver:
 
     def __call__(self, job_id: str, status: str) -> None:
         job = self.store.get_job(job_id)
-        if job is None:
-            return
+        if job is not None:
+            self._observe(job, status)
+
+    def many(self, job_ids: list[str], status: str) -> None:
+        """A batch's transition (Store.transition_many): its jobs read in one query."""
+        for job in self.store.get_jobs(job_ids).values():
+            self._observe(job, status)
+
+    def _observe(self, job, status: str) -> None:
         self.transitions.labels(job.hpc, str(status)).inc()
         finishing_at = None
         if status in (S.SUCCEEDED, S.FAILED, S.CANCELLED):
-            times = [e.time for e in self.store.events(job_id) if e.type == S.FINISHING]
+            times = [e.time for e in self.store.events(job.id) if e.type == S.FINISHING]
             finishing_at = times[-1] if times else None
         spent = time_in_state(job, status, finishing_at)
         if spent is not None:
