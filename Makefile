@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test test-pg faults install labextension stack stack-status stack-down lint bench clean
+.PHONY: demo test test-pg scaleout faults install labextension stack stack-status stack-down lint bench clean
 
 ## Run the whole system on embedded defaults (no HPC, no Redis server, no JupyterHub).
 demo: install
@@ -15,21 +15,29 @@ demo: install
 test: install stack
 	$(VENV)/bin/ruff check .
 	bash labextension/test.sh
-	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra --durations=30 $(ON_PG:%=--ignore=%) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra -p no:cacheprovider $(SQLITE_ONLY)
 	$(MAKE) test-pg
 	$(MAKE) faults
 
-## The middleware's and the maintainer's suites again, on PostgreSQL: each test's services
-## get a new database of their own on the stack's PostgreSQL, migrated as in production.
-## (tests/integration/store runs on PostgreSQL in the main run already.) The maintainer's
-## Slurm-heavy files (job-file faults, workers killed on Slurm, the Slurm handler's states)
-## stay SQLite-only: what the database decides there is covered by the others; ≈ 8 min here.
-PG_SUITES ?= tests/integration/server tests/integration/maintainer \
-	--ignore=tests/integration/maintainer/test_job_file_faults.py \
-	--ignore=tests/integration/maintainer/test_maintainer_faults.py \
-	--ignore=tests/integration/maintainer/test_maintainer_slurm.py
+## The middleware's and the maintainer's suites run on PostgreSQL (what production runs),
+## not on SQLite as well: each test's services get a new database of their own on the
+## stack's PostgreSQL, migrated as in production (tests/integration/store runs on
+## PostgreSQL in the main run). SQLite keeps the rest: unit tests, SDK, extension, demo,
+## browser, security, scale-out. The maintainer's Slurm-heavy files (job-file faults,
+## workers killed on Slurm, the Slurm handler's states) run on SQLite only: what the
+## database decides there is covered by the others; ≈ 8 min here.
+ON_PG := tests/integration/server tests/integration/maintainer
+SQLITE_ONLY := tests/integration/maintainer/test_job_file_faults.py \
+	tests/integration/maintainer/test_maintainer_faults.py \
+	tests/integration/maintainer/test_maintainer_slurm.py
 test-pg: install stack
-	HPCBRIDGE_TEST_DB=postgresql $(VENV)/bin/pytest -ra -p no:cacheprovider $(PG_SUITES)
+	HPCBRIDGE_TEST_DB=postgresql $(VENV)/bin/pytest -ra -p no:cacheprovider $(ON_PG) \
+		$(SQLITE_ONLY:%=--ignore=%)
+
+## The scale-out test alone (tests/scaleout: 2 middlewares, 3 maintainers, PostgreSQL, 200 jobs; ~2.5 min).
+scaleout: install stack
+	$(VENV)/bin/pytest -ra -p no:cacheprovider tests/scaleout
 
 ## The fault suite alone (tests/faults: breaks Redis, sshd and slurmctld on purpose; slow).
 faults: install stack

@@ -38,7 +38,9 @@ class BatchRecords:
         moved: list[str] = []
         with self.session() as s:
             conn = s.connection()
-            for job_id, (message, fields) in moves.items():
+            # in id order: on PostgreSQL two workers locking overlapping jobs in different
+            # orders deadlock (tests/integration/store/test_postgres_concurrency.py)
+            for job_id, (message, fields) in sorted(moves.items()):
                 values = {"status": to, "updated_at": now, "message": message, **fields}
                 if to in TIMESTAMPS:
                     values[TIMESTAMPS[to]] = now
@@ -97,7 +99,7 @@ class BatchRecords:
             return
         with self.session() as s:
             conn = s.connection()
-            for job_id, fields in values.items():
+            for job_id, fields in sorted(values.items()):  # id order, as transition_many
                 conn.execute(_guarded_update(tuple(sorted(fields)), None),
                              {"_id": job_id, **{f"v_{k}": v for k, v in fields.items()}})
             s.commit()

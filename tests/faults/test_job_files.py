@@ -45,7 +45,7 @@ def longer_params(i: int, user: str) -> dict:
 
 
 def store_of(svc) -> Store:
-    return Store(f"sqlite:///{svc.data_dir}/hpcbridge.db", create=False)
+    return Store(svc.db_url, create=False)
 
 
 def stamp(value: str | None) -> float | None:

@@ -25,7 +25,7 @@ TICKER = ("for i in $(seq 1 20); do echo tick $i; sleep 1; done\n"
 
 
 def store_of(svc) -> Store:
-    return Store(f"sqlite:///{svc.data_dir}/hpcbridge.db", create=False)
+    return Store(svc.db_url, create=False)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.3):

@@ -123,7 +123,7 @@ def test_a_job_whose_stored_manifest_no_longer_parses_ends_failed(slurm_services
     app = add_app(svc, stack, tmp_path, "breaks", "echo hi > result/hi")
     http = svc.client(token(stack, "alice"))
     broken, sound = submit(http, app), submit(http, "hello", lines=1, delay=0)
-    store = Store(f"sqlite:///{svc.data_dir}/hpcbridge.db", create=False)
+    store = Store(svc.db_url, create=False)
     row = store.get_app(app)  # what a stored manifest may hold that today's rules refuse
     row.manifest = {**row.manifest, "slurm_input_rules": {"walltime": {"min": 1}}}
     store.put_app(row)

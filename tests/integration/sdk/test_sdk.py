@@ -228,7 +228,7 @@ def test_wait_goes_on_through_a_middleware_restart(stack, tmp_path):
         client = Client(services.url, "tok-alice")
         job = client.submit("hello", hpc="local", params={"name": "Cut", "lines": 8,
                                                           "delay": 0.5})
-        store = Store(f"sqlite:///{services.data_dir}/hpcbridge.db")
+        store = Store(services.db_url, create=False)
         assert store.get_job(job.id).idempotency_key
         store.close()
         outcome: dict = {}

@@ -108,7 +108,7 @@ def check_json_logs(svc) -> None:
 
 def check_requeue(svc, alice, admin) -> None:
     """A job left in staging: refused while a live worker holds it, taken on after."""
-    store = Store(f"sqlite:///{svc.data_dir}/hpcbridge.db", create=False)
+    store = Store(svc.db_url, create=False)
     job = store.create_job(user="alice", app="hello", hpc="local", params={})
     assert store.transition(job.id, "staging", "left in staging by the test")
     redis = svc_redis(svc)

@@ -40,13 +40,13 @@ def empty_queue(svc: Services, stack: dict) -> None:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, stack, redis_url):
-    """Two middleware processes on one SQLite database, as two hosts behind a balancer."""
+    """Two middleware processes on one database (the first's), as two hosts behind a
+    balancer."""
     first = services(tmp_path_factory.mktemp("mw1"), stack).start(maintainer=False)
-    db = f"sqlite:///{os.path.join(first.data_dir, 'hpcbridge.db')}"
     second = services(tmp_path_factory.mktemp("mw2"), stack,
-                      extra_config=f"c.Site.db_url = {db!r}").start(maintainer=False)
+                      db_url=first.db_url).start(maintainer=False)
     yield first, second
-    for svc in (first, second):
+    for svc in (second, first):  # the first drops its PostgreSQL database at stop
         svc.stop()
         empty_queue(svc, stack)
         assert "Traceback" not in svc.log("server"), svc.log("server")

@@ -12,7 +12,6 @@ import threading
 from collections import Counter
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from hpcbridge.clock import utcnow
 from hpcbridge.lifecycle import JobStatus
@@ -39,10 +38,6 @@ def store(pg_url):
     store.close()
 
 
-@pytest.mark.xfail(strict=True, raises=OperationalError, reason=(
-    "issue #21: Store.transition_many updates its jobs in the caller's order; two workers "
-    "with overlapping batches in different orders deadlock on PostgreSQL. Fix (for "
-    "server/storebatch.py's owner): iterate sorted(moves); then remove this marker"))
 def test_batched_claims_of_overlapping_jobs_in_any_order_move_each_job_once(store):
     """Workers each move an overlapping, differently ordered batch queued → staging (the
     batched staging path): no worker fails (a deadlock would), every job moves exactly once
