@@ -94,7 +94,9 @@ class AdminRecords:
             job = s.get(Job, job_id)
             if job is None or job.status not in REQUEUEABLE:
                 return None
-            s.add(Event(job_id=job_id, time=now, type="requeued",
-                        message=f"offered to the workers again by {admin} ({job.status})"))
+            event = Event(job_id=job_id, time=now, type="requeued",
+                          message=f"offered to the workers again by {admin} ({job.status})")
+            s.add(event)
             s.commit()
-            return job
+        self.events_written([(event.id, job_id, job.user)])  # pushed to the streams
+        return job

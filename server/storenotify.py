@@ -61,6 +61,7 @@ class NotificationRecords:
     def _settle(self, note: Notification, values: dict, event: tuple[str, str] | None) -> bool:
         """Write the outcome of the attempt `note` was claimed for, unless its lease was lost
         (another worker claimed it since: attempts moved on)."""
+        added = None
         with self.session() as s:
             result = s.exec(update(Notification).where(
                 Notification.id == note.id, Notification.status == "pending",
@@ -69,9 +70,12 @@ class NotificationRecords:
                 s.rollback()
                 return False
             if event is not None:
-                s.add(Event(job_id=note.job_id, time=utcnow(), type=event[0],
-                            message=event[1]))
+                added = Event(job_id=note.job_id, time=utcnow(), type=event[0],
+                              message=event[1])
+                s.add(added)
             s.commit()
+        if added is not None:  # pushed to the streams
+            self.events_written([(added.id, note.job_id, None)])
         return True
 
     def notification_sent(self, note: Notification, message: str) -> bool:
