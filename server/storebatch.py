@@ -48,6 +48,8 @@ class BatchRecords:
                                       {"_id": job_id, **{f"v_{k}": v for k, v in values.items()}})
                 if result.rowcount == 1:
                     moved.append(job_id)
+            taken = set(moved)  # answered in the caller's order (admission's is fair)
+            moved = [job_id for job_id in moves if job_id in taken]
             event_ids = self._insert_events(conn, [
                 {"job_id": job_id, "time": now, "type": event_type or to,
                  "message": moves[job_id][0]} for job_id in moved])
