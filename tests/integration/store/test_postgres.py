@@ -6,12 +6,10 @@ transition wins, one claim of a job, every quota charge counted.
 """
 from __future__ import annotations
 
-import concurrent.futures
-import threading
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from racing import race
 
 from hpcbridge.lifecycle import JobStatus
 from hpcbridge.server.migrations import alembic_config
@@ -44,16 +42,6 @@ def test_migrations_upgrade_from_empty_and_round_trip(pg_url):
     assert store.get_job(job.id).status == JobStatus.QUEUED
     store.engine.dispose()
 
-
-def race(n: int, fn):
-    """Run fn(i) for i in range(n) in n threads started together; their results."""
-    barrier = threading.Barrier(n)
-
-    def go(i):
-        barrier.wait(timeout=30)
-        return fn(i)
-    with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        return list(pool.map(go, range(n), timeout=120))
 
 
 def test_one_transition_wins_among_racing_workers(pg_url):

@@ -5,13 +5,12 @@ each thread with the same Store (one connection pool, as a worker process has).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import random
-import threading
 from collections import Counter
 
 import pytest
+from racing import race
 
 from hpcbridge.clock import utcnow
 from hpcbridge.lifecycle import JobStatus
@@ -19,16 +18,6 @@ from hpcbridge.server.store import Store
 
 pytestmark = pytest.mark.stack
 
-
-def race(n: int, fn):
-    """fn(i) for i in range(n), in n threads released together; their results."""
-    barrier = threading.Barrier(n)
-
-    def go(i):
-        barrier.wait(timeout=30)
-        return fn(i)
-    with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        return list(pool.map(go, range(n), timeout=120))
 
 
 @pytest.fixture
