@@ -156,11 +156,12 @@ def test_a_stream_on_one_middleware_sees_what_the_other_and_the_maintainer_write
         assert out, on_a.got
         assert out[0]["offset"] == 0 and out[0]["text"].startswith("[1/4] Hello, pushed!")
         sizes = [len(d["text"].encode()) for d in out]
+        assert [d["size"] for d in out] == sizes  # the piece's bytes, as stored
         assert [d["offset"] for d in out] == [sum(sizes[:k]) for k in range(len(out))]
         assert "".join(d["text"] for d in out).count("Hello, pushed!") == 4
         ended = [t for t, _, s in seen if s == "succeeded"][0]
         assert logs[0][0] < ended - 2, "the first line came while the job was running"
-        assert set(logs[0][1]) == {"job_id", "stream", "offset", "text"}
+        assert set(logs[0][1]) == {"job_id", "stream", "offset", "size", "text"}
 
         # resumable: from the second event on, exactly the rest of this job's events
         resumed = Reader(a.api, {"Last-Event-ID": str(ids[1])})
