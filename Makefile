@@ -78,6 +78,7 @@ bench: install stack
 	$(PY) bench/poll.py
 	$(PY) bench/submit.py
 	$(PY) bench/sessions.py
+	$(PY) bench/streams.py
 
 clean: stack-down
 	rm -rf .stack $(VENV) hpcbridge/labextension labextension/node_modules labextension/lib
