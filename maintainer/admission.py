@@ -60,34 +60,25 @@ def admit(rt, job) -> bool:
     its poller, and the job is next in order. An HPC known to be down is not tried here:
     a hung login node would hold this worker for a whole connect budget, slowing every
     other HPC's jobs; the poller probes it and offers its jobs again once it answers."""
-    return job.id in admit_batch(rt, job, 1, [job.id])
+    return job.id in admit_batch(rt, job, 1, [job.id])[0]
 
 
-def admit_batch(rt, job, size: int, only: list[str] | None = None) -> list[str]:
+def admit_batch(rt, job, size: int, only: list[str] | None = None
+                ) -> tuple[list[str], bool]:
     """Up to `size` queued jobs of `job`'s HPC moved to staging together (one
-    transaction), in fair order, as `admit` decides for one: the ids moved. `only`: only
-    these of the jobs the HPC has room for (one job's admission).
-    Elements of a sweep on an HPC of job arrays are admitted with their sweep instead."""
-    if not _open(rt, job):
-        return []
-    return _admit(rt, job.hpc, size, only)[0]
-
-
-def admit_with(rt, job, size: int) -> tuple[list[str], bool]:
-    """admit_batch, and whether more queued jobs had room beyond `size`."""
-    if not _open(rt, job):
+    transaction), in fair order, as `admit` decides for one: (the ids moved, whether more
+    queued jobs had room beyond `size`). `only`: only these of the jobs the HPC has room
+    for (one job's admission). Elements of a sweep on an HPC of job arrays are admitted
+    with their sweep instead."""
+    if not _open_for(rt, job):
         return [], False
-    return _admit(rt, job.hpc, size, None)
+    return _admit(rt, job.hpc, size, only)
 
 
 def admit_next(rt, hpc_id: str, size: int) -> tuple[list[str], bool]:
-    """admit_batch for an HPC rather than a job (a wake): (the ids moved, whether more
-    queued jobs had room beyond `size`). An HPC known to be down or drained admits none."""
-    state = rt.store.hpc_state(hpc_id)
-    if state.draining:
-        return [], False
-    if state.reachable is False:
-        _tell_queued(rt, hpc_id, f"waiting for {hpc_id}: {state.message or 'unreachable'}")
+    """admit_batch for an HPC rather than a job (a wake): every queued job of a down HPC
+    is told why it waits."""
+    if not _open(rt, hpc_id, lambda why: _tell_queued(rt, hpc_id, why)):
         return [], False
     return _admit(rt, hpc_id, size, None)
 
@@ -119,13 +110,18 @@ def _admit(rt, hpc_id: str, size: int, only: list[str] | None) -> tuple[list[str
         return [], False
 
 
-def _open(rt, job) -> bool:
-    """The HPC takes jobs now: not known unreachable (the job is told why), not drained."""
-    state = rt.store.hpc_state(job.hpc)
+def _open(rt, hpc_id: str, tell) -> bool:
+    """The HPC takes jobs now: not known unreachable (`tell(why)` then), not drained."""
+    state = rt.store.hpc_state(hpc_id)
     if state.reachable is False:
-        _say_waiting(rt, job, f"waiting for {job.hpc}: {state.message or 'unreachable'}")
+        tell(f"waiting for {hpc_id}: {state.message or 'unreachable'}")
         return False
     return not state.draining
+
+
+def _open_for(rt, job) -> bool:
+    """_open for one job's admission: the job is told why it waits."""
+    return _open(rt, job.hpc, lambda why: _say_waiting(rt, job, why))
 
 
 def _tell_queued(rt, hpc_id: str, why: str) -> None:

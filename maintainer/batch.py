@@ -25,7 +25,7 @@ from hpcbridge.manifest import ManifestError
 from hpcbridge.taskqueue import clear_wake, request_wake
 
 from . import claims, tasks
-from .admission import admit_next, admit_with
+from .admission import admit_batch, admit_next
 from .decisions import WAIT, WAIT_UNHEALTHY, on_error
 from .jobspec import spec_for
 from .runtime import REDIS_DOWN, current
@@ -49,17 +49,12 @@ def wake(hpc_id: str) -> str:
 
 
 def advance_hpc(rt, hpc_id: str) -> str:
-    """One round of the HPC's queued jobs: a batch admitted in fair order, another wake
-    asked for if more had room (so that the other worker admits and stages the next
-    batch while this one submits), this batch staged and submitted."""
+    """One round of the HPC's queued jobs (`_round`): how each admitted job fared."""
     laps = Laps()
-    admitted, more = admit_next(rt, hpc_id, rt.tuning.submit_batch_size)
-    if more:
-        _rearm(rt, hpc_id)
+    admitted, outcomes = _round(rt, hpc_id, admit_next(rt, hpc_id, rt.tuning.submit_batch_size),
+                                laps)
     if not admitted:
         return "nothing admissible"
-    laps("admit")
-    outcomes = _round(rt, hpc_id, admitted, laps)
     counts = Counter(outcomes.values())
     return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "claimed elsewhere"
 
@@ -68,13 +63,8 @@ def advance_queued(rt, job) -> str:
     """A queued job's task: admit a batch of its HPC's queued jobs (this one among them
     if it is next in order) and stage and submit the batch; this job's outcome."""
     laps = Laps()
-    admitted, more = admit_with(rt, job, rt.tuning.submit_batch_size)
-    if more:
-        _rearm(rt, job.hpc)
-    if not admitted:
-        return "waiting for capacity"
-    laps("admit")
-    outcomes = _round(rt, job.hpc, admitted, laps)
+    admitted, outcomes = _round(rt, job.hpc, admit_batch(rt, job, rt.tuning.submit_batch_size),
+                                laps)
     if job.id in outcomes:
         return outcomes[job.id]
     return "staging" if job.id in admitted else "waiting for capacity"
@@ -95,12 +85,22 @@ class Laps:
         return ", ".join(f"{step} {seconds:.3f} s" for step, seconds in self.spent.items())
 
 
-def _round(rt, hpc_id: str, admitted: list[str], laps: Laps) -> dict[str, str]:
-    """Claim the admitted jobs, stage and submit those this worker holds, release."""
+def _round(rt, hpc_id: str, admission: tuple[list[str], bool], laps: Laps
+           ) -> tuple[list[str], dict[str, str]]:
+    """After an admission (the ids moved, whether more had room): another wake asked for
+    if more had room (so that the other worker admits and stages the next batch while
+    this one submits); the admitted jobs claimed, those this worker holds staged and
+    submitted, released. (the ids admitted, job id → outcome)."""
+    admitted, more = admission
+    if more:
+        _rearm(rt, hpc_id)
+    if not admitted:
+        return [], {}
+    laps("admit")
     mine = claims.take_many(rt, admitted)
     laps("claim")
     try:
-        return submit_batch(rt, hpc_id, mine, laps) if mine else {}
+        return admitted, submit_batch(rt, hpc_id, mine, laps) if mine else {}
     finally:
         claims.release_many(rt, mine)
         laps("release")

@@ -24,7 +24,7 @@ from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
 from hpcbridge.manifest import ManifestError
 
 from . import batch, claims, tasks
-from .admission import _open
+from .admission import _open_for
 from .jobspec import job_environment, job_json, sweep_spec
 from .staging import app_files, stage_shared
 
@@ -78,7 +78,7 @@ def _admit(rt, sweep, job) -> list:
     """The sweep's pending elements, those queued moved to staging together, if the HPC
     takes jobs and has room for at least one (a sweep is admitted whole; its throttle
     bounds how many of its elements run at once)."""
-    if not _open(rt, job):
+    if not _open_for(rt, job):
         return []
     wait = rt.tuning.admission_lock_seconds
     try:
