@@ -29,7 +29,7 @@ from .admission import admit_batch, admit_next
 from .decisions import WAIT, WAIT_UNHEALTHY, on_error
 from .jobspec import spec_for
 from .runtime import REDIS_DOWN, current
-from .staging import Staging, jobs_archive, packable_app, stage_many, stage_packed
+from .staging import Staging, inputs, jobs_archive, packable_app, stage_many, stage_packed
 
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
@@ -212,8 +212,7 @@ def _plan(rt, handler, jobs, work_root: str, out: dict[str, str]) -> list:
         except ManifestError as exc:
             failed[job.id] = (exc.message, {})
             continue
-        items.append((Staging(job, rt.site.artifacts.path("apps", job.app),
-                              rt.site.artifacts.path("uploads", upload.id) if upload else None,
+        items.append((Staging(job, *inputs(rt.site.artifacts, job.app, upload.id if upload else None),
                               workdir, handler.batch_script(spec)), spec))
     rt.store.update_jobs(dirs)
     for job_id in rt.store.transition_many(S.FAILED, failed, expect=[S.STAGING]):

@@ -162,6 +162,13 @@ async def stage_shared(transport: Transport, app_path: str, upload_path: str | N
     return len(names) + bool(upload_path)
 
 
+def inputs(artifacts, app_id: str, upload_id: str | None) -> tuple[str, str | None]:
+    """Where a job's app snapshot and upload are read from: the artifact store, never a
+    path from the DB (another host wrote it)."""
+    return (artifacts.path("apps", app_id),
+            artifacts.path("uploads", upload_id) if upload_id else None)
+
+
 def app_files(app_path: str) -> list[str]:
     """The names stage-in copies from an app's folder (its snapshot in the artifact store);
     FileNotFoundError, saying so, when the snapshot is not there."""

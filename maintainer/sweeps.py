@@ -26,7 +26,7 @@ from hpcbridge.manifest import ManifestError
 from . import batch, claims, tasks
 from .admission import _open_for
 from .jobspec import job_environment, job_json, sweep_spec
-from .staging import app_files, stage_shared
+from .staging import app_files, inputs, stage_shared
 
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
@@ -120,8 +120,7 @@ def _stage_and_submit(rt, handler, sweep, folder: SweepDir, elements, out):
                                  expect=[S.STAGING])
         out.update({e.id: "failed" for e in elements})
         return None, []
-    app_path = rt.site.artifacts.path("apps", app.id)  # never a path from the DB
-    upload_path = rt.site.artifacts.path("uploads", upload.id) if upload else None
+    app_path, upload_path = inputs(rt.site.artifacts, app.id, upload.id if upload else None)
     archive = element_archive(elements, folder, app_files(app_path), bool(upload))
     rt.run(_stage(handler.transport, app_path, upload_path, folder, archive),
            timeout=tasks.TRANSFER_TIMEOUT_SECONDS)

@@ -20,7 +20,7 @@ from .decisions import RETRY_LOCAL, WAIT, WAIT_UNHEALTHY, final_message, on_erro
 from .jobspec import spec_for
 from .logs import tail_logs
 from .runtime import Runtime, current
-from .staging import stage_in, stage_out
+from .staging import inputs, stage_in, stage_out
 
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
@@ -108,10 +108,9 @@ def _stage_and_submit(rt: Runtime, job) -> str:
         upload = rt.store.get_upload(job.upload) if job.upload else None
         # built before staging: a job that cannot run stages nothing
         spec = spec_for(job, app, workdir, rt.hpcs[job.hpc], bool(upload))
-        artifacts = rt.site.artifacts
-        sent = rt.run(stage_in(handler.transport, job, artifacts.path("apps", app.id),
-                               artifacts.path("uploads", upload.id) if upload else None,
-                               workdir),
+        app_path, upload_path = inputs(rt.site.artifacts, app.id,
+                                       upload.id if upload else None)
+        sent = rt.run(stage_in(handler.transport, job, app_path, upload_path, workdir),
                       timeout=TRANSFER_TIMEOUT_SECONDS)
         rt.store.add_event(job.id, "staged", f"staged {sent} items into {workdir.path}")
         if rt.store.get_job(job.id).cancel_requested:
