@@ -303,6 +303,30 @@ def check_same_store(store: ArtifactStore, redis, prefix: str) -> str:
     return mine
 
 
+def check_at_start(store: ArtifactStore, redis_client, prefix: str, log,
+                   exit_code: int) -> bool:
+    """check_same_store as a process's start-up check, said in `log`: True when this
+    process sees the site's store; False when Redis cannot say now (the caller checks again
+    soon); SystemExit(exit_code) when it does not, or cannot write it (the store's path and
+    this host in the log)."""
+    import redis
+    try:
+        site_id = check_same_store(store, redis_client, prefix)
+    except StoreMismatch as exc:
+        log.critical("refusing to start: %s", exc)
+    except OSError as exc:  # the folder cannot be written: nothing would work
+        log.critical("refusing to start: the artifact store %s cannot be used on host %s: "
+                     "%s", store.where(), socket.gethostname(), exc)
+    except redis.RedisError as exc:
+        log.warning("artifact store %s not checked yet, Redis is away (%s): checked again "
+                    "soon", store.where(), exc)
+        return False
+    else:
+        log.info("artifact store %s (site artifacts %s)", store.where(), site_id)
+        return True
+    raise SystemExit(exit_code)
+
+
 def app_digest(folder: str) -> str:
     """A digest of an app folder's names, kinds and contents (links by their target),
     APP_IGNORED names left out: an unchanged app is not copied again."""

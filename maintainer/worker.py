@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -18,7 +17,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 from traitlets.config import Config
 
 from hpcbridge import joblog
-from hpcbridge.artifacts import StoreMismatch, check_same_store
+from hpcbridge.artifacts import check_at_start
 from hpcbridge.config import Site
 from hpcbridge.lifecycle import JobStatus
 
@@ -47,23 +46,9 @@ EXIT_WRONG_STORE = 78
 
 
 def check_artifacts(site: Site, redis) -> bool:
-    """Whether this process sees the site's artifact store (hpcbridge.artifacts); False
-    when Redis cannot say now. Raises SystemExit(EXIT_WRONG_STORE) when it does not, with
-    the store's path and this host in the log."""
-    artifacts = site.artifacts
-    try:
-        check_same_store(artifacts, redis, site.queue_prefix)
-        return True
-    except StoreMismatch as exc:
-        log.critical("refusing to start: %s", exc)
-    except OSError as exc:  # the folder cannot be written: no job could end
-        log.critical("refusing to start: the artifact store %s cannot be used on host %s: "
-                     "%s", artifacts.where(), socket.gethostname(), exc)
-    except REDIS_DOWN as exc:
-        log.warning("artifact store %s not checked yet, Redis is away: %s",
-                    artifacts.where(), exc)
-        return False
-    raise SystemExit(EXIT_WRONG_STORE)
+    """hpcbridge.artifacts.check_at_start for a worker: SystemExit(EXIT_WRONG_STORE) when
+    it does not see the site's store, which its pool does not restart."""
+    return check_at_start(site.artifacts, redis, site.queue_prefix, log, EXIT_WRONG_STORE)
 
 
 class _QuietOutage(logging.Filter):

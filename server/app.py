@@ -5,7 +5,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 from dataclasses import dataclass, field
 
 from tornado import web
@@ -13,7 +12,7 @@ from tornado.httpserver import HTTPServer
 from traitlets import Float, Int, Type, Unicode, default
 
 from hpcbridge import __version__
-from hpcbridge.artifacts import SharedFolderArtifacts, StoreMismatch, check_same_store
+from hpcbridge.artifacts import SharedFolderArtifacts, check_at_start
 from hpcbridge.config import ConfigFileApp, Site
 from hpcbridge.notifyrules import Notifier
 from hpcbridge.sessionconfig import SessionSettings
@@ -176,25 +175,10 @@ class HPCBridgeServer(ConfigFileApp):
 
     def check_artifacts(self, queue: JobQueue) -> bool:
         """Whether this process sees the site's artifact store (hpcbridge.artifacts): exit
-        at once when it does not; False when Redis cannot say now (checked again soon)."""
-        import redis
-        artifacts = self.site.artifacts
-        try:
-            site_id = check_same_store(artifacts, queue.redis, self.site.queue_prefix)
-        except StoreMismatch as exc:
-            self.log.critical("refusing to start: %s", exc)
-            raise SystemExit(1) from None
-        except OSError as exc:  # the folder cannot be written: nothing would work
-            self.log.critical("refusing to start: the artifact store %s cannot be used "
-                              "on host %s: %s", artifacts.where(), socket.gethostname(), exc)
-            raise SystemExit(1) from None
-        except redis.RedisError as exc:
-            self.log.warning("artifact store %s not checked yet, Redis is away (%s): "
-                             "checked again every %.0f s", artifacts.where(), exc,
-                             ARTIFACT_RECHECK_SECONDS)
-            return False
-        self.log.info("artifact store %s (site artifacts %s)", artifacts.where(), site_id)
-        return True
+        at once when it does not; False when Redis cannot say now (checked again every
+        ARTIFACT_RECHECK_SECONDS)."""
+        return check_at_start(self.site.artifacts, queue.redis, self.site.queue_prefix,
+                              self.log, 1)
 
     async def check_artifacts_until_done(self, stop: asyncio.Event) -> None:
         """The start-up check, once Redis answers; a store that is not the site's stops
