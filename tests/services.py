@@ -178,19 +178,22 @@ class Services:
     def start_maintainer(self, workers: int | None = None, name: str = "maintainer"):
         return self._spawn(name, "maintainer", "--workers", str(workers or self.workers))
 
-    def wait_health(self, timeout: float = 30) -> None:
+    def wait_health(self, timeout: float = 30, name: str = "server",
+                    api: str | None = None) -> None:
+        """Until the middleware process `name` (API at `api`, default this one's) answers
+        /health; its log in the error when it exits or stays silent."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            proc = self.procs.get("server")
+            proc = self.procs.get(name)
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError("middleware exited:\n" + self.log("server"))
+                raise RuntimeError(f"middleware exited ({name}):\n{self.log(name)}")
             try:
-                if httpx.get(f"{self.api}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{api or self.api}/health", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("middleware did not answer:\n" + self.log("server"))
+        raise RuntimeError(f"middleware did not answer ({name}):\n{self.log(name)}")
 
     def log(self, name: str, tail: int | None = 5000) -> str:
         """The end of a service's log (tail characters; None: all of it)."""

@@ -81,17 +81,7 @@ class ScaleOutSite(Services):
         return self
 
     def wait_up(self, mw: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.procs[mw].poll() is not None:
-                raise RuntimeError(f"middleware {mw} exited:\n{self.log(mw)}")
-            try:
-                if httpx.get(f"{self.api_of(mw)}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"middleware {mw} did not answer:\n{self.log(mw)}")
+        self.wait_health(timeout, mw, self.api_of(mw))
 
     def worker_health(self, admin_token: str) -> list[dict]:
         with self.http("A", admin_token) as http:
