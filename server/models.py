@@ -5,7 +5,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from hpcbridge.clock import aware, utcnow
@@ -105,7 +105,7 @@ class Upload(SQLModel, table=True):
     user: str = Field(index=True)
     name: str
     path: str
-    size: int
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))  # uploads over 2 GiB
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -156,6 +156,16 @@ class Sweep(SQLModel, table=True):
     scheduler_id: str | None = Field(default=None, description="the array job's id")
     remote_dir: str | None = None
     submit_attempted_at: dt.datetime | None = None
+    notify: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON),
+                                          description="where to say that the sweep ended "
+                                                      "(once, not per element): "
+                                                      "{'webhook': url, 'email': address}")
+    ended_at: dt.datetime | None = Field(
+        default=None, description="when its last element became final: set once, in that "
+                                  "transition's transaction (with the sweep's outbox rows)")
+    cleaned_at: dt.datetime | None = Field(
+        default=None, description="when its HPC folder was dealt with after the end: "
+                                  "removed, or kept as the HPC's cleanup setting says")
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -207,11 +217,15 @@ class SessionEvent(SQLModel, table=True):
 
 
 class Notification(SQLModel, table=True):
-    """An outbox row: one message to send about a job's end, retried until sent or given
-    up (written in the same transaction as the final transition, so none is lost)."""
+    """An outbox row: one message to send about a job's or a sweep's end, retried until
+    sent or given up (written in the same transaction as the final transition, so none is
+    lost). A sweep's row names the element whose end ended the sweep (its events say
+    what became of the message) and the sweep."""
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(index=True, foreign_key="job.id")
+    sweep_id: str | None = Field(default=None, index=True, foreign_key="sweep.id",
+                                 description="set for the message about a sweep's end")
     channel: str = Field(description="webhook | email")
     target: str
     status: str = Field(default="pending", index=True, description="pending|sent|failed")
