@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from hpcbridge.lifecycle import STATUSES
-from hpcbridge.schemas import JobList, Model, Resources
+from hpcbridge.schemas import JobList, Model, NotifyRequest, Resources
 
 MAX_SWEEP_SIZE = 10_000  # elements of one sweep (one Slurm array is at most this big too)
 
@@ -36,6 +36,9 @@ class SweepCreate(Model):
         None, description="name -> values or {\"range\": [start, stop, step]}; the "
                           "elements are every combination, the last name varying fastest")
     base: dict[str, Any] = Field({}, description="parameters every grid element shares")
+    notify: NotifyRequest | None = Field(
+        None, description="told once, when the sweep has ended (every element final): "
+                          "event `sweep.ended`; its elements never notify on their own")
 
 
 class SweepInfo(Model):
@@ -54,6 +57,7 @@ class SweepInfo(Model):
                           "cancelled)")
     progress: float = Field(0.0, description="finished / size, 0 to 1")
     done: bool = Field(False, description="every element ended")
+    ended_at: dt.datetime | None = Field(None, description="when its last element ended")
     created_at: dt.datetime
     updated_at: dt.datetime
 

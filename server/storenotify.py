@@ -1,5 +1,13 @@
-"""The store's records of the notification outbox: messages about a job's end, claimed, sent and retried.
-A part of Store (server/store.py), the one database writer.
+"""The store's records of the notification outbox: messages about a job's or a sweep's end,
+claimed, sent and retried. A part of Store (server/store.py), the one database writer.
+
+A sweep is told once, when its last element becomes final, never per element: the
+transaction that makes an element final locks its sweep's row, looks whether any element
+is still active and, if none is, sets Sweep.ended_at and writes the sweep's rows. On
+PostgreSQL two transactions ending a sweep's last two elements take turns on that lock, and
+the second one's check (a new statement: READ COMMITTED's new snapshot) sees the first's
+element final: one of them ends the sweep, never both, never neither
+(tests/integration/store/test_sweep_notify_postgres.py). SQLite has one writer at a time.
 
 Delivery is at least once: a row is claimed with a lease (its next_attempt_at moved forward
 and its attempts counted by one conditional UPDATE, so two workers never hold it at once); a
@@ -7,13 +15,15 @@ worker that dies mid-send leaves it to be claimed again when the lease ends."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from sqlalchemy import update
 from sqlmodel import select
 
 from hpcbridge.clock import utcnow
+from hpcbridge.lifecycle import FINAL
 
-from .models import Event, Job, Notification
+from .models import Event, Job, Notification, Sweep
 
 CHANNELS = ("webhook", "email")
 
@@ -22,14 +32,51 @@ class NotificationRecords:
     """Mixed into Store: needs self.session()."""
 
     def add_notifications(self, s, job_id: str, status: str, message: str) -> None:
-        """Called by Store.transition inside its transaction when a job ends: queue the
-        messages its owner asked for (Job.notify) as outbox rows."""
-        notify = s.exec(select(Job.notify).where(Job.id == job_id)).first() or {}
+        """Called by Store.transition inside its transaction when a job ends (jobs_ended
+        for one job)."""
+        self.jobs_ended(s, [job_id])
+
+    def jobs_ended(self, s, job_ids: Sequence[str]) -> list[str]:
+        """Inside the transaction that made `job_ids` final: queue the messages their
+        owners asked for (Job.notify; a sweep's elements never notify on their own), and end
+        every sweep whose last active element was among them (Sweep.ended_at, the sweep's
+        own messages). The ids of the sweeps ended."""
+        if not job_ids:
+            return []
         now = utcnow()
+        ended_by: dict[str, str] = {}  # sweep id -> the (lowest) element id that ended
+        for job_id, notify, sweep_id in sorted(s.exec(
+                select(Job.id, Job.notify, Job.sweep_id).where(Job.id.in_(list(job_ids))))):
+            if sweep_id is not None:
+                ended_by.setdefault(sweep_id, job_id)
+            else:
+                self._outbox(s, notify, now, job_id=job_id)
+        # in id order: two transactions ending elements of the same sweeps lock them in
+        # the same order (no deadlock)
+        return [sweep_id for sweep_id in sorted(ended_by)
+                if self._end_sweep(s, sweep_id, ended_by[sweep_id], now)]
+
+    def _end_sweep(self, s, sweep_id: str, job_id: str, now: dt.datetime) -> bool:
+        row = s.exec(select(Sweep.ended_at, Sweep.notify).where(Sweep.id == sweep_id)
+                     .with_for_update()).first()  # SQLite: left out (one writer)
+        if row is None or row[0] is not None:
+            return False
+        active = s.exec(select(Job.id).where(
+            Job.sweep_id == sweep_id, Job.status.not_in([str(f) for f in FINAL]))
+            .limit(1)).first()
+        if active is not None:
+            return False
+        s.exec(update(Sweep).where(Sweep.id == sweep_id, Sweep.ended_at.is_(None))
+               .values(ended_at=now, updated_at=now))
+        self._outbox(s, row[1], now, job_id=job_id, sweep_id=sweep_id)
+        return True
+
+    @staticmethod
+    def _outbox(s, notify: dict | None, now: dt.datetime, **about) -> None:
         for channel in CHANNELS:
-            if notify.get(channel):
-                s.add(Notification(job_id=job_id, channel=channel, target=notify[channel],
-                                   next_attempt_at=now, created_at=now))
+            if (notify or {}).get(channel):
+                s.add(Notification(channel=channel, target=notify[channel],
+                                   next_attempt_at=now, created_at=now, **about))
 
     def claim_notifications(self, limit: int, lease_seconds: float,
                             now: dt.datetime | None = None) -> list[tuple[Notification, Job]]:
@@ -91,7 +138,14 @@ class NotificationRecords:
         return self._settle(note, {"status": "failed", "last_error": error[:2000]},
                             ("notification_failed", message))
 
-    def notifications(self, job_id: str) -> list[Notification]:
+    def notifications(self, job_id: str | None = None,
+                      sweep_id: str | None = None) -> list[Notification]:
+        """A job's outbox rows (a sweep's end included, if that job ended it), or a
+        sweep's."""
+        query = select(Notification)
+        if job_id is not None:
+            query = query.where(Notification.job_id == job_id)
+        if sweep_id is not None:
+            query = query.where(Notification.sweep_id == sweep_id)
         with self.session() as s:
-            return list(s.exec(select(Notification).where(Notification.job_id == job_id)
-                               .order_by(Notification.id)).all())
+            return list(s.exec(query.order_by(Notification.id)).all())

@@ -25,13 +25,15 @@ class SweepRecords:
     def create_sweep(self, user: str, app: str, hpc: str, resources: dict[str, Any],
                      upload: str | None, throttle: int | None,
                      points: Sequence[dict[str, Any]], key: str | None = None,
-                     fingerprint: str | None = None) -> Sweep:
+                     fingerprint: str | None = None,
+                     notify: dict[str, str] | None = None) -> Sweep:
         """The sweep and one queued job per point (sweep_index 0..N-1), with their queued
         events, in one transaction of bulk inserts. With an idempotency `key`, element 0
-        carries it: IntegrityError when the user's key is taken (the caller replays)."""
+        carries it: IntegrityError when the user's key is taken (the caller replays).
+        `notify` is told once, when the sweep ends (storenotify), its elements never."""
         now = utcnow()
         sweep = Sweep(id=new_id(), user=user, app=app, hpc=hpc, size=len(points),
-                      resources=resources, throttle=throttle, upload=upload,
+                      resources=resources, throttle=throttle, upload=upload, notify=notify,
                       created_at=now, updated_at=now)
         rows = [{"id": new_id(), "user": user, "app": app, "hpc": hpc,
                  "status": JobStatus.QUEUED.value, "params": params, "resources": resources,
@@ -113,6 +115,32 @@ class SweepRecords:
             total = s.exec(select(func.count()).select_from(query.subquery())).one()
             jobs = s.exec(query.order_by(Job.sweep_index).offset(offset).limit(limit)).all()
         return list(jobs), total
+
+    def sweeps_to_clean(self, hpc: str, limit: int = 20) -> list[tuple[str, str]]:
+        """(sweep id, one of its element ids) of `hpc`'s ended sweeps whose HPC folder is
+        still to be dealt with (the maintainer's reconciliation offers the element: its
+        task cleans the folder)."""
+        with self.session() as s:
+            sweeps = s.exec(select(Sweep.id).where(
+                Sweep.hpc == hpc, Sweep.ended_at.is_not(None), Sweep.cleaned_at.is_(None),
+                Sweep.remote_dir.is_not(None)).order_by(Sweep.ended_at).limit(limit)).all()
+            if not sweeps:
+                return []
+            firsts = s.exec(select(Job.sweep_id, func.min(Job.id))
+                            .where(Job.sweep_id.in_(list(sweeps))).group_by(Job.sweep_id)).all()
+        return sorted(firsts)
+
+    def sweep_cleaned(self, sweep_id: str) -> bool:
+        """Record that the ended sweep's HPC folder was dealt with, once (a conditional
+        UPDATE): False when it already was."""
+        now = utcnow()
+        with self.session() as s:
+            result = s.exec(update(Sweep).where(Sweep.id == sweep_id,
+                                                Sweep.ended_at.is_not(None),
+                                                Sweep.cleaned_at.is_(None))
+                            .values(cleaned_at=now, updated_at=now))
+            s.commit()
+        return result.rowcount == 1
 
     def cancel_sweep(self, sweep_id: str) -> list[str]:
         """Record a cancel request on every active element not yet asked (one conditional

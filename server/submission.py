@@ -109,8 +109,8 @@ def admit(store, hpcs: dict, user: str, request: JobRequest,
 
 
 def check_notify(notify: S.NotifyRequest | None, site) -> dict | None:
-    """Where the job's end is to be told ({'webhook': url, 'email': address}), as the store
-    records it, or a 422 naming every refused value: a malformed URL or address, a host the
+    """Where the end of a job (POST /jobs) or of a whole sweep (POST /sweeps) is to be told
+    ({'webhook': url, 'email': address}), as the store records it, or a 422 naming every refused value: a malformed URL or address, a host the
     site does not send to (its Notifier settings), a channel the site has not set up."""
     wanted = {k: v for k, v in (notify.model_dump() if notify else {}).items() if v}
     if not wanted:

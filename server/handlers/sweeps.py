@@ -11,6 +11,7 @@ from hpcbridge.lifecycle import FINAL
 from hpcbridge.schemas_sweeps import SweepInfo, SweepList
 
 from .. import errors as E
+from ..submission import check_notify
 from ..sweeps import SweepRequest, admit_sweep
 from .base import APIHandler, job_info
 from .jobs import IDEMPOTENCY_HEADER, JobsHandler
@@ -25,7 +26,8 @@ def sweep_info(sweep, counts: dict[str, int]) -> SweepInfo:
         resources=sweep.resources or {}, throttle=sweep.throttle, upload=sweep.upload,
         scheduler_id=sweep.scheduler_id, counts=counts, finished=finished,
         progress=finished / sweep.size if sweep.size else 1.0,
-        done=finished >= sweep.size, created_at=aware(sweep.created_at),
+        done=finished >= sweep.size, ended_at=aware(sweep.ended_at),
+        created_at=aware(sweep.created_at),
         updated_at=aware(sweep.updated_at))
 
 
@@ -73,7 +75,8 @@ class SweepsHandler(SweepBase):
         ok = admit_sweep(ctx.store, ctx.hpcs, self.user.name, request,
                          ctx.site.default_quota_seconds)
         fields = dict(app=ok.app, hpc=ok.hpc, resources=ok.resources, upload=ok.upload,
-                      throttle=ok.throttle, points=ok.points)
+                      throttle=ok.throttle, points=ok.points,
+                      notify=check_notify(request.notify, ctx.site))
         if key is None:
             sweep = ctx.store.create_sweep(self.user.name, **fields)
         else:
