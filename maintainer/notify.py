@@ -1,5 +1,6 @@
-"""Notifications when a job ends (issue #25): the outbox rows the store wrote with the final
-transition, sent as signed webhooks and mails, retried with back-off, never blocking a
+"""Notifications when a job or a whole sweep ends (issue #25): the outbox rows the store wrote
+with the final transition (a sweep's with its last element's), sent as signed webhooks and
+mails, retried with back-off, never blocking a
 worker's other work. Configured as `c.Notifier.*` (the middleware reads the same settings to
 refuse, at submit, what would never be sent). Docs: docs/notifications.md."""
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 import types
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
 
@@ -42,12 +44,35 @@ class Permanent(Exception):
 
 
 # --- messages -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepEnded:
+    """What a sweep's message is about: the sweep and its elements by status."""
+
+    sweep: object
+    counts: dict[str, int]
+
+
 def job_link(job, notifier: Notifier) -> str | None:
     base = notifier.link_base_url.rstrip("/")
     return f"{base}/api/v1/jobs/{job.id}" if base else None
 
 
-def payload(job, notifier: Notifier) -> dict:
+def sweep_link(sweep, notifier: Notifier) -> str | None:
+    base = notifier.link_base_url.rstrip("/")
+    return f"{base}/api/v1/sweeps/{sweep.id}" if base else None
+
+
+def payload(subject, notifier: Notifier) -> dict:
+    """The webhook's JSON: `job.ended` for a job, `sweep.ended` for a sweep."""
+    if isinstance(subject, SweepEnded):
+        sweep = subject.sweep
+        ended = aware(sweep.ended_at)
+        return {"event": "sweep.ended", "sweep_id": sweep.id, "user": sweep.user,
+                "app": sweep.app, "hpc": sweep.hpc, "size": sweep.size,
+                "counts": dict(sorted(subject.counts.items())),
+                "ended_at": ended.isoformat() if ended else None,
+                "link": sweep_link(sweep, notifier)}
+    job = subject
     finished = aware(job.finished_at)
     return {"event": "job.ended", "job_id": job.id, "user": job.user, "app": job.app,
             "hpc": job.hpc, "status": job.status, "message": job.message,
@@ -71,21 +96,44 @@ def retry_delay(attempt: int, notifier: Notifier) -> float:
     return wait(types.SimpleNamespace(attempt_number=attempt))
 
 
-def mail(job, note, notifier: Notifier) -> EmailMessage:
+def counts_text(counts: dict[str, int]) -> str:
+    """'3 succeeded, 1 failed' (final statuses, largest first)."""
+    return ", ".join(f"{n} {status}" for status, n in
+                     sorted(counts.items(), key=lambda item: (-item[1], item[0]))) or "-"
+
+
+def mail_text(subject, notifier: Notifier) -> tuple[str, list[str]]:
+    """(subject line, body lines) of the mail about a job's or a sweep's end."""
+    data = payload(subject, notifier)
+    if isinstance(subject, SweepEnded):
+        sweep = subject.sweep
+        title = (f"hpcbridge: your sweep of {sweep.app} on {sweep.hpc} ended "
+                 f"({counts_text(subject.counts)})")
+        lines = [f"Your sweep {sweep.id} ({sweep.size} elements of {sweep.app} on "
+                 f"{sweep.hpc}) has ended: every element is final.", "",
+                 f"Elements: {counts_text(subject.counts)}",
+                 f"Ended:    {data['ended_at'] or '-'}"]
+    else:
+        job = subject
+        title = f"hpcbridge: your job {job.app} on {job.hpc} {job.status}"
+        lines = [f"Your job {job.id} ({job.app} on {job.hpc}) {job.status}.", "",
+                 f"Message:  {job.message or '-'}", f"Finished: {data['finished_at'] or '-'}"]
+        if data["exit_code"] is not None:
+            lines.append(f"Exit code: {data['exit_code']}")
+    if data["link"]:
+        lines += ["", f"Details: {data['link']}"]
+    return title, lines
+
+
+def mail(subject, note, notifier: Notifier) -> EmailMessage:
+    title, lines = mail_text(subject, notifier)
     msg = EmailMessage()
-    msg["Subject"] = f"hpcbridge: your job {job.app} on {job.hpc} {job.status}"
+    msg["Subject"] = title
     msg["From"] = notifier.mail_from
     msg["To"] = note.target
     msg["Message-ID"] = make_msgid(domain=parseaddr(notifier.mail_from)[1].rpartition("@")[2]
                                    or None)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
-    data = payload(job, notifier)
-    lines = [f"Your job {job.id} ({job.app} on {job.hpc}) {job.status}.", "",
-             f"Message:  {job.message or '-'}", f"Finished: {data['finished_at'] or '-'}"]
-    if data["exit_code"] is not None:
-        lines.append(f"Exit code: {data['exit_code']}")
-    if data["link"]:
-        lines += ["", f"Details: {data['link']}"]
     msg.set_content("\n".join(lines) + "\n")
     return msg
 
@@ -108,11 +156,11 @@ def public_targets(host: str, port: int, timeout: float) -> list[str]:
     return addresses
 
 
-def send_webhook(job, note, notifier: Notifier) -> str:
+def send_webhook(subject, note, notifier: Notifier) -> str:
     problem = webhook_problem(note.target, notifier) or channel_problem("webhook", notifier)
     if problem:
         raise Permanent(problem)
-    body = json.dumps(payload(job, notifier), separators=(",", ":")).encode()
+    body = json.dumps(payload(subject, notifier), separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", "User-Agent": "hpcbridge-notify",
                TIMESTAMP_HEADER: timestamp, DELIVERY_HEADER: str(note.id),
@@ -135,11 +183,11 @@ def send_webhook(job, note, notifier: Notifier) -> str:
     raise Permanent(error)  # 3xx (never followed) and other 4xx: sending again will not help
 
 
-def send_mail(job, note, notifier: Notifier) -> str:
+def send_mail(subject, note, notifier: Notifier) -> str:
     problem = email_problem(note.target) or channel_problem("email", notifier)
     if problem:
         raise Permanent(problem)
-    message = mail(job, note, notifier)
+    message = mail(subject, note, notifier)
     try:
         with smtplib.SMTP(notifier.smtp_host, notifier.smtp_port,
                           timeout=notifier.send_timeout) as smtp:
@@ -182,8 +230,10 @@ class Outbox:
         """Send what is due now (at most `concurrency` messages); how many were claimed."""
         n = self.notifier
         claimed = self.store.claim_notifications(max(1, n.concurrency), n.lease_seconds)
-        futures = {self.pool.submit(SENDERS[note.channel], job, note, n): note
-                   for note, job in claimed}
+        futures = {}
+        for note, job in claimed:
+            subject = self.subject(note, job)
+            futures[self.pool.submit(SENDERS[note.channel], subject, note, n)] = note
         for future, note in futures.items():
             try:
                 outcome = future.result(timeout=2 * n.send_timeout + 10)
@@ -199,9 +249,17 @@ class Outbox:
                               "again when its claim ends)", note.id, note.job_id)
         return len(claimed)
 
+    def subject(self, note, job):
+        """What the message is about: the job, or for a sweep's row its sweep and counts
+        (all final by now: read at send time, as the job is)."""
+        if note.sweep_id is None:
+            return job
+        return SweepEnded(self.store.get_sweep(note.sweep_id),
+                          self.store.sweep_counts([note.sweep_id])[note.sweep_id])
+
     def sent(self, note, message: str) -> None:
         log.info("notification %s of job %s: %s", note.id, note.job_id, message)
-        self.store.notification_sent(note, message)
+        self.store.notification_sent(note, about(note) + message)
 
     def failed(self, note, exc: Exception) -> None:
         error = describe(exc)
@@ -210,7 +268,7 @@ class Outbox:
             log.warning("notification %s of job %s given up after %d attempts: %s",
                         note.id, note.job_id, note.attempts, error)
             self.store.notification_failed(
-                note, f"{what} not sent after {note.attempts} attempt(s): {error}", error)
+                note, f"{about(note)}{what} not sent after {note.attempts} attempt(s): {error}", error)
             return
         delay = retry_delay(note.attempts, self.notifier)
         log.info("notification %s of job %s: attempt %d failed (%s); again in %.1f s",
@@ -219,6 +277,11 @@ class Outbox:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def about(note) -> str:
+    """The prefix of the event a sweep's message leaves on the element that ended it."""
+    return f"sweep {note.sweep_id} ended: " if note.sweep_id else ""
 
 
 def describe(exc: Exception) -> str:
