@@ -51,6 +51,10 @@ class HPCConfig(BaseModel):
     capacity: int = Field(50, ge=1)
     max_time_minutes: int = 24 * 60
     poll_interval: float = 5.0
+    max_array_size: int = Field(1001, ge=2, description=(
+        "set to the site's MaxArraySize (slurm.conf; Slurm's default 1001): a job array's "
+        "task ids stay below it, so a sweep larger than max_array_size - 1 elements is "
+        "sent as several arrays of at most that many"))
     # stage-out limits, per job (docs/security.md): a job's result/ folder, logs and job.json
     max_result_bytes: int = Field(10 * 1024 ** 3, ge=1, description=(
         "most bytes one job's collected results (result/, logs, job.json) may hold; past "

@@ -79,6 +79,40 @@ def job_name(job_id: str) -> str:
     return f"{NAME_PREFIX}{job_id}"
 
 
+def chunk_name(sweep_id: str, offset: int = 0) -> str:
+    """The scheduler name of the array holding a sweep's elements from `offset` on: the
+    sweep's own name for the first one (a sweep that fits one array is named as it always
+    was), `<that>+<offset>` for the others; how a crashed worker finds each again."""
+    return job_name(sweep_id) if not offset else f"{job_name(sweep_id)}+{offset}"
+
+
+def array_task(sweep_index: int, max_array_size: int) -> tuple[int, int]:
+    """(offset of its array, its task id there) of a sweep's element: arrays hold
+    max_array_size - 1 elements, element i is task i - offset of the array at
+    offset = i rounded down to a multiple of that (fixed by the index alone, so a
+    resubmission after a crash cuts the sweep the same way)."""
+    if max_array_size < 2 or sweep_index < 0:
+        raise ValueError("max_array_size must be at least 2, an index at least 0")
+    task = sweep_index % (max_array_size - 1)
+    return sweep_index - task, task
+
+
+def array_chunks(indices: Sequence[int], max_array_size: int) -> dict[int, tuple[int, ...]]:
+    """A sweep's element indices cut into arrays Slurm accepts (task ids below
+    MaxArraySize): offset → the task ids of that array, in order."""
+    chunks: dict[int, list[int]] = {}
+    for index in sorted(set(indices)):
+        offset, task = array_task(index, max_array_size)
+        chunks.setdefault(offset, []).append(task)
+    return {offset: tuple(tasks) for offset, tasks in chunks.items()}
+
+
+def element_array_name(sweep_id: str, sweep_index: int, scheduler_id: str) -> str:
+    """The name of the array an element submitted as `<array id>_<task id>` is in."""
+    task = int(scheduler_id.rpartition("_")[2])
+    return chunk_name(sweep_id, sweep_index - task)
+
+
 def render_batch_script(spec: JobSpec, prelude: Sequence[str] = ()) -> str:
     """The batch script of a job. Every user value is quoted with shlex.quote or restricted
     to safe characters; `prelude` is the HPC's own trusted lines (HPCConfig.batch_prelude),
@@ -143,36 +177,52 @@ def array_ranges(indices: Sequence[int]) -> str:
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """A sweep as one job array: `spec` holds what all elements share (the sweep's work
-    dir, resources, shared environment, the app's command); each element's own variables
-    are in `<element_root>/<task id>/<params_file>`, its logs next to them."""
+    """A sweep (or one array of a sweep cut by MaxArraySize) as one job array: `spec`
+    holds what all elements share (the sweep's work dir, resources, shared environment,
+    the app's command); element `offset + task id` has its own variables in
+    `<element_root>/<offset + task id>/<params_file>`, its logs next to them. Slurm names
+    the logs by task id alone, so an array at an offset has them written through
+    `log_root`: a folder of links `<task id>` → that element's folder."""
 
     spec: JobSpec
     indices: tuple[int, ...]
     element_root: str
     params_file: str
     throttle: int | None = None
+    offset: int = 0
+    log_root: str | None = None
 
     @property
     def array(self) -> str:
         ranges = array_ranges(self.indices)
         return f"{ranges}%{self.throttle}" if self.throttle else ranges
 
+    @property
+    def home(self) -> str:
+        """The folder of the array's own files (its batch script): the sweep's work dir,
+        the links folder for an array at an offset."""
+        return self.log_root if self.offset and self.log_root else self.spec.workdir
+
 
 def render_array_script(array: ArraySpec, prelude: Sequence[str] = ()) -> str:
     """The batch script of a job array: the element picks its own variables (sourced) and
-    work dir by $SLURM_ARRAY_TASK_ID; Slurm writes each element's logs into its dir."""
+    work dir by $SLURM_ARRAY_TASK_ID (plus the array's offset); Slurm writes each
+    element's logs into its dir (through `log_root` at an offset)."""
     spec = array.spec
+    logs = array.log_root if array.offset else array.element_root
     if not _SAFE_PATH.fullmatch(array.element_root) or not _SAFE_WORD.fullmatch(
-            array.params_file) or (array.throttle is not None and array.throttle < 1):
-        raise ValueError("unsafe array layout or throttle")
-    element = f"{array.element_root}/%a"
+            array.params_file) or (array.throttle is not None and array.throttle < 1) \
+            or array.offset < 0 or not logs or not _SAFE_PATH.fullmatch(logs):
+        raise ValueError("unsafe array layout, offset or throttle")
+    element = f"{logs}/%a"
     lines = _sbatch_lines(spec, f"{element}/{STDOUT}", f"{element}/{STDERR}")
     lines.insert(2, f"#SBATCH --array={array.array}")
     lines += prelude
     lines.append("set -eo pipefail")
     lines += _exports(spec.environment)
-    own = f'{shlex.quote(array.element_root)}/"$SLURM_ARRAY_TASK_ID"'
+    task = '"$SLURM_ARRAY_TASK_ID"' if not array.offset else \
+        f'"$((SLURM_ARRAY_TASK_ID + {int(array.offset)}))"'
+    own = f"{shlex.quote(array.element_root)}/{task}"
     lines.append(f". {own}/{array.params_file}")
     lines.append(f"cd {own}")
     lines.append(spec.command)

@@ -4,10 +4,15 @@ scheduler as one `sbatch --array`, staged once (issue #24).
 The app's files and the sweep's upload are copied once into the sweep's folder
 (layout.SweepDir); every element's own folder (its job.json, its params file, result/,
 links to the shared files) arrives in one archive, unpacked by one command. The element's
-scheduler id is `<array id>_<index>`, so its status, logs, results and cancel work as for
-any job. Idempotent as a single job's submission: the attempt is recorded on the sweep
-(and its elements) before sbatch; after a crash one lookup by the sweep's name finds the
-array. On an HPC without arrays the elements are plain jobs (tasks.drive)."""
+scheduler id is `<array id>_<task id>`, so its status, logs, results and cancel work as for
+any job. A sweep larger than the site's MaxArraySize (HPCConfig.max_array_size) is cut
+into several arrays of max_array_size - 1 elements (spec.array_chunks: element i is task
+i - offset of the array at that offset), sbatch'ed by one command; each array at an
+offset has a folder of links `chunks/<offset>/<task id>` → `elements/<i>` through which
+Slurm writes the logs. Idempotent as a single job's submission: the attempt is recorded
+on the sweep (and its elements) before sbatch; after a crash one lookup by the arrays'
+names (spec.chunk_name) finds those sent, and only the others are sent. On an HPC without
+arrays the elements are plain jobs (tasks.drive)."""
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +24,13 @@ import time
 from hpcbridge.clock import utcnow
 from hpcbridge.connectors.errors import ConnectorError
 from hpcbridge.connectors.layout import PARAMS_FILE, RESULT_DIR, SweepDir
-from hpcbridge.connectors.spec import ArraySpec, job_name, params_script
+from hpcbridge.connectors.spec import (
+    ArraySpec,
+    array_chunks,
+    array_task,
+    chunk_name,
+    params_script,
+)
 from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
 from hpcbridge.manifest import ManifestError
 
@@ -31,6 +42,12 @@ from .staging import app_files, inputs, stage_shared
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
 ARCHIVE = "elements.tar.gz"
+CHUNKS = "chunks"  # in the sweep's folder: per array at an offset, its links and script
+
+
+def chunk_root(folder: SweepDir, offset: int) -> str:
+    """The links folder of the sweep's array at `offset` (none for the first array)."""
+    return f"{folder.path}/{CHUNKS}/{offset}"
 
 
 def advance(rt, job) -> str:
@@ -58,19 +75,22 @@ def submit_sweep(rt, job) -> dict[str, str]:
     if not elements:
         return {job.id: "waiting for capacity"}
     handler = rt.handlers[sweep.hpc]
+    size = rt.hpcs[sweep.hpc].max_array_size
+    arrays: dict[int, str] = {}
     try:
         folder = SweepDir.of(rt.work_root(sweep.hpc), sweep.user, sweep.id)
         rt.store.update_sweep(sweep.id, remote_dir=folder.path)
         rt.store.update_jobs({e.id: {"remote_dir": folder.element(e.sweep_index).path,
                                      "worker": rt.worker_id} for e in elements})
-        array_id = sweep.scheduler_id or _looked_up(rt, handler, sweep)
-        if array_id is None:
-            array_id, elements = _stage_and_submit(rt, handler, sweep, folder, elements, out)
+        chunks = array_chunks([e.sweep_index for e in elements], size)
+        arrays = _looked_up(rt, handler, sweep, chunks)
+        if len(arrays) < len(chunks):
+            arrays.update(_stage_and_submit(rt, handler, sweep, folder, elements, chunks,
+                                            arrays, size, out))
     except Exception as exc:  # every error has its class (decisions.on_error)
         batch.failed_all(rt, sweep.hpc, [e for e in elements if e.id not in out], exc, out)
         return out
-    if array_id is not None:
-        _record(rt, sweep, array_id, elements, out)
+    _record(rt, sweep, arrays, [e for e in elements if e.id not in out], size, out)
     return out
 
 
@@ -96,52 +116,85 @@ def _admit(rt, sweep, job) -> list:
     return rt.store.sweep_elements(sweep.id, [S.STAGING])
 
 
-def _looked_up(rt, handler, sweep) -> str | None:
-    """The array's id if an sbatch was attempted and the scheduler has it (one lookup by
-    the sweep's name; a lookup that fails raises: unknown, asked again later)."""
+def _looked_up(rt, handler, sweep, chunks: dict[int, tuple[int, ...]]) -> dict[int, str]:
+    """offset → id of the arrays of `chunks` the scheduler has, if an sbatch was attempted
+    (one lookup for all their names; a lookup that fails raises: unknown, asked again
+    later)."""
     if not sweep.submit_attempted_at:
-        return None
-    name = job_name(sweep.id)
-    found = rt.run(handler.find_many_by_name([name])).get(name)
-    if found:
-        rt.store.update_sweep(sweep.id, scheduler_id=found)
-    return found
+        return {}
+    names = {chunk_name(sweep.id, offset): offset for offset in chunks}
+    found = rt.run(handler.find_many_by_name(list(names)))
+    arrays = {names[name]: array_id for name, array_id in found.items() if name in names}
+    if arrays:
+        _note_arrays(rt, sweep, arrays.values())
+    return arrays
 
 
-def _stage_and_submit(rt, handler, sweep, folder: SweepDir, elements, out):
-    """Stage once, then one sbatch --array; (array id, the elements it holds), or
-    (None, []) when every element was cancelled meanwhile."""
+def _note_arrays(rt, sweep, array_ids) -> None:
+    """The sweep's scheduler_id: the ids of all its arrays, comma-joined."""
+    known = (rt.store.get_sweep(sweep.id).scheduler_id or "").split(",")
+    ids = list(dict.fromkeys(i for i in (*known, *array_ids) if i))
+    rt.store.update_sweep(sweep.id, scheduler_id=",".join(ids))
+
+
+def _stage_and_submit(rt, handler, sweep, folder: SweepDir, elements, chunks, found,
+                      size: int, out) -> dict[int, str]:
+    """Stage once (unless an earlier attempt did: the attempt is recorded after staging),
+    then the arrays not `found` sbatch'ed by one command; offset → id of the arrays sent.
+    An array the scheduler refuses fails (or requeues) its elements by the error's class."""
+    todo = [e for e in elements if array_task(e.sweep_index, size)[0] not in found]
     app = rt.store.get_app(sweep.app)
     upload = rt.store.get_upload(sweep.upload) if sweep.upload else None
     try:  # built before staging: a sweep that cannot run stages nothing
         spec = sweep_spec(sweep, app, folder.path, rt.hpcs[sweep.hpc])
     except ManifestError as exc:
-        rt.store.transition_many(S.FAILED, {e.id: (exc.message, {}) for e in elements},
+        rt.store.transition_many(S.FAILED, {e.id: (exc.message, {}) for e in todo},
                                  expect=[S.STAGING])
-        out.update({e.id: "failed" for e in elements})
-        return None, []
-    app_path, upload_path = inputs(rt.site.artifacts, app.id, upload.id if upload else None)
-    archive = element_archive(elements, folder, app_files(app_path), bool(upload))
-    rt.run(_stage(handler.transport, app_path, upload_path, folder, archive),
-           timeout=tasks.TRANSFER_TIMEOUT_SECONDS)
-    current = rt.store.get_jobs(e.id for e in elements)
+        out.update({e.id: "failed" for e in todo})
+        return {}
+    if not sweep.submit_attempted_at:
+        app_path, upload_path = inputs(rt.site.artifacts, app.id,
+                                       upload.id if upload else None)
+        archive = element_archive(todo, folder, app_files(app_path), bool(upload), size)
+        rt.run(_stage(handler.transport, app_path, upload_path, folder, archive),
+               timeout=tasks.TRANSFER_TIMEOUT_SECONDS)
+    current = rt.store.get_jobs(e.id for e in todo)
     ready = []
-    for element in elements:
+    for element in todo:
         if current[element.id].cancel_requested:
             out[element.id] = tasks.cancel(rt, current[element.id])
         else:
             ready.append(element)
     if not ready:
-        return None, []
+        return {}
     # recorded before sbatch: from now on only a lookup by name can tell
     now = utcnow()
     rt.store.update_sweep(sweep.id, submit_attempted_at=now)
     rt.store.update_jobs({e.id: {"submit_attempted_at": now} for e in ready})
-    array = ArraySpec(spec, tuple(e.sweep_index for e in ready), folder.elements,
-                      PARAMS_FILE, sweep.throttle)
-    array_id = rt.run(handler.submit_array(array))
-    rt.store.update_sweep(sweep.id, scheduler_id=array_id)
-    return array_id, ready
+    arrays = sweep_arrays(spec, sweep, folder, [e.sweep_index for e in ready], size,
+                          len(chunks))
+    answers = rt.run(handler.submit_arrays(arrays))
+    sent = {a.offset: answer for a, answer in zip(arrays, answers)
+            if not isinstance(answer, Exception)}
+    if sent:
+        _note_arrays(rt, sweep, sent.values())
+    for array, answer in zip(arrays, answers):
+        if isinstance(answer, Exception):
+            refused = [e for e in ready if array_task(e.sweep_index, size)[0] == array.offset]
+            batch.failed_all(rt, sweep.hpc, refused, answer, out)
+    return sent
+
+
+def sweep_arrays(spec, sweep, folder: SweepDir, indices, max_array_size: int,
+                 n_arrays: int) -> list[ArraySpec]:
+    """The arrays `indices` are sent as: one per offset (spec.array_chunks), named
+    spec.chunk_name; the sweep's throttle divided among its `n_arrays` arrays (at least 1
+    each) so that the sweep as a whole keeps to it."""
+    throttle = max(1, sweep.throttle // max(1, n_arrays)) if sweep.throttle else None
+    return [ArraySpec(spec.model_copy(update={"name": chunk_name(sweep.id, offset)}),
+                      tasks_, folder.elements, PARAMS_FILE, throttle, offset,
+                      chunk_root(folder, offset) if offset else None)
+            for offset, tasks_ in array_chunks(indices, max_array_size).items()]
 
 
 async def _stage(transport, app_path: str, upload_path: str | None, folder: SweepDir,
@@ -160,9 +213,11 @@ async def _stage(transport, app_path: str, upload_path: str | None, folder: Swee
 
 
 def element_archive(elements, folder: SweepDir, app_names: list[str],
-                    has_data: bool) -> bytes:
+                    has_data: bool, max_array_size: int) -> bytes:
     """A gzipped tar of every element's folder (relative to the sweep's): its job.json,
-    params file, an empty result/ and links to the shared app files and data."""
+    params file, an empty result/ and links to the shared app files and data; for an
+    element of an array at an offset (max_array_size cuts the sweep), its link in that
+    array's folder (Slurm writes its logs through it)."""
     buffer = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1,
@@ -173,6 +228,7 @@ def element_archive(elements, folder: SweepDir, app_names: list[str],
             info.mode = 0o700 if kind == tarfile.DIRTYPE else 0o600
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data) if data else None)
+        roots: set[int] = set()
         for e in elements:
             workdir = folder.element(e.sweep_index)
             base = f"elements/{e.sweep_index}"
@@ -185,18 +241,31 @@ def element_archive(elements, folder: SweepDir, app_names: list[str],
                 add(f"{base}/{name}", tarfile.SYMTYPE, target=f"../../app/{name}")
             if has_data:
                 add(f"{base}/data", tarfile.SYMTYPE, target="../../data")
+            offset, task = array_task(e.sweep_index, max_array_size)
+            if offset:
+                if offset not in roots:
+                    add(f"{CHUNKS}/{offset}", tarfile.DIRTYPE)
+                    roots.add(offset)
+                add(f"{CHUNKS}/{offset}/{task}", tarfile.SYMTYPE, target=f"../../{base}")
     return buffer.getvalue()
 
 
-def _record(rt, sweep, array_id: str, elements, out: dict[str, str]) -> None:
-    """staging → submitted for the elements in the array (`<array>_<index>`); one
-    cancelled meanwhile is taken back; a cancel request that came in is honoured."""
-    ids = {e.id: f"{array_id}_{e.sweep_index}" for e in elements}
+def _record(rt, sweep, arrays: dict[int, str], elements, max_array_size: int,
+            out: dict[str, str]) -> None:
+    """staging → submitted for the elements in an array (`<array>_<task>`); one cancelled
+    meanwhile is taken back; a cancel request that came in is honoured."""
+    ids: dict[str, tuple[str, str]] = {}
+    for e in elements:
+        offset, task = array_task(e.sweep_index, max_array_size)
+        if offset in arrays:
+            ids[e.id] = (f"{arrays[offset]}_{task}", arrays[offset])
+    if not ids:
+        return
     moves = {job_id: (f"submitted to {sweep.hpc} as {sid} (array {array_id})",
-                      {"scheduler_id": sid}) for job_id, sid in ids.items()}
+                      {"scheduler_id": sid}) for job_id, (sid, array_id) in ids.items()}
     rt.store.set_hpc_state(sweep.hpc, reachable=True, message=None)
     moved = set(rt.store.transition_many(S.SUBMITTED, moves, expect=[S.STAGING]))
-    lost = [sid for job_id, sid in ids.items() if job_id not in moved]
+    lost = [sid for job_id, (sid, _) in ids.items() if job_id not in moved]
     if lost:
         try:
             rt.run(rt.handlers[sweep.hpc].cancel_many(lost))
@@ -207,4 +276,3 @@ def _record(rt, sweep, array_id: str, elements, out: dict[str, str]) -> None:
         out[job_id] = "submitted" if job_id in moved else "cancelled"
         if job_id in moved and current[job_id].cancel_requested:
             out[job_id] = tasks.cancel(rt, current[job_id])
-
