@@ -5,6 +5,7 @@ site's path or options); the arguments below follow them, one argv word each.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import shlex
@@ -57,10 +58,14 @@ class SlurmHandler(SchedulerHandler):
         """Every written script sbatch'ed by one command (a loop on the login node); per
         spec the id or the refusal, classified as one sbatch's would be. The command
         itself failing raises: nothing is known of any of them."""
-        if not specs:
+        return await self._sbatch_written([f"{spec.workdir}/{self.SCRIPT}" for spec in specs])
+
+    async def _sbatch_written(self, paths: Sequence[str]) -> list[str | Exception]:
+        """The written batch scripts at `paths` sbatch'ed by one command: per path the id
+        or the refusal. The command itself failing raises."""
+        if not paths:
             return []
         sbatch = shlex.join([*self.config.sbatch_command, "--parsable"])
-        paths = [f"{spec.workdir}/{self.SCRIPT}" for spec in specs]
         result = await self.transport.run(
             ["xargs", "-n", "1", "-P", str(SUBMIT_PARALLEL), "sh", "-c",
              SUBMIT_ONE.format(sbatch=sbatch), "sh"], stdin="".join(p + "\n" for p in paths))
@@ -81,10 +86,24 @@ class SlurmHandler(SchedulerHandler):
         job_id = next((w for w in reversed(words) if w.isdigit()), None)
         return job_id or SchedulerError(f"sbatch answered {said.strip()!r}")
 
+    def array_script(self, array: ArraySpec) -> tuple[str, bytes]:
+        """(path, text) of an array's batch script, in array.home."""
+        return f"{array.home}/{self.SCRIPT}", \
+            render_array_script(array, self.config.batch_prelude).encode()
+
     async def submit_array(self, array: ArraySpec) -> str:
-        """The sweep's array script written, and sbatch'ed once; the array's id."""
-        return await self._sbatch(f"{array.spec.workdir}/{self.SCRIPT}",
-                                  render_array_script(array, self.config.batch_prelude).encode())
+        """The array's script written, and sbatch'ed once; the array's id."""
+        return await self._sbatch(*self.array_script(array))
+
+    async def submit_arrays(self, arrays: Sequence[ArraySpec]) -> list[str | Exception]:
+        """A sweep's arrays (MaxArraySize cuts a large one in several): their scripts
+        written (at once, within the pool's channels), then all sbatch'ed by one command;
+        per array its id or the refusal. Writing or the command failing raises: nothing
+        is known of any of them."""
+        scripts = [self.array_script(a) for a in arrays]
+        await asyncio.gather(*(self.transport.write_bytes(path, text, 0o700)
+                               for path, text in scripts))
+        return await self._sbatch_written([path for path, _ in scripts])
 
     async def status_many(self, ids: Sequence[str]) -> dict[str, JobState]:
         ids = list(dict.fromkeys(ids))
