@@ -2,18 +2,19 @@
 running it twice, or after a crash halfway, moves a job on without doing anything twice."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from hpcbridge import joblog
-from hpcbridge.clock import utcnow
+from hpcbridge.clock import aware, utcnow
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable, SchedulerError
-from hpcbridge.connectors.layout import WorkDir
+from hpcbridge.connectors.layout import SweepDir, WorkDir
 from hpcbridge.connectors.spec import job_name
 from hpcbridge.lifecycle import FINAL, JobStatus
 from hpcbridge.manifest import ManifestError
 from hpcbridge.taskqueue import TASK_TIMEOUT_SECONDS
 
-from . import batch, sweeps
+from . import batch, claims, sweeps
 from . import cancel as cancels
 from .claims import claimed
 from .decisions import RETRY_LOCAL, WAIT, WAIT_UNHEALTHY, final_message, on_error
@@ -27,6 +28,9 @@ S = JobStatus
 # a whole stage-in or stage-out: each of its calls has the connectors' own deadline (a
 # transfer: while it makes progress); this bounds the sum, within the rq task's limit
 TRANSFER_TIMEOUT_SECONDS = TASK_TIMEOUT_SECONDS - 120
+# an ended sweep whose elements' folders are still there is looked at again until this long
+# after its end (an element's own clean-up may still be under way); then they are kept
+SWEEP_CLEANUP_GRACE_SECONDS = 600
 
 
 def advance(job_id: str) -> str:
@@ -42,9 +46,11 @@ def advance(job_id: str) -> str:
 @joblog.scoped  # the job bound below is this call's only
 def drive(rt: Runtime, job_id: str) -> str:
     job = rt.store.get_job(job_id)
-    if job is None or job.status in FINAL:
+    if job is None:
         return "nothing to do"
     joblog.bind(job)  # this task's log lines name the job, its user, HPC and worker
+    if job.status in FINAL:  # reconciliation offers an ended sweep's element: its folder
+        return clean_up_sweep(rt, job) if job.sweep_id else "nothing to do"
     if job.cancel_requested:
         return cancel(rt, job)
     if job.sweep_id and getattr(rt.handlers[job.hpc], "supports_arrays", False) and \
@@ -237,6 +243,8 @@ def _end(rt: Runtime, job, problem: str | None, collected=None) -> str:
     complete = problem is None and (collected is None or not collected.unreadable)
     if moved and complete:
         _clean_up(rt, job, outcome)
+    if moved and job.sweep_id:  # after its own folder: the element that ends a sweep last
+        clean_up_sweep(rt, job)
     return outcome
 
 
@@ -249,3 +257,79 @@ def _clean_up(rt: Runtime, job, outcome: str) -> None:
             rt.run(rt.handlers[job.hpc].transport.rmtree(job.remote_dir))
         except ConnectorError as exc:
             log.warning("could not remove %s: %s", job.remote_dir, exc)
+
+
+def clean_up_sweep(rt: Runtime, job) -> str:
+    """An ended sweep's folder on the HPC (layout.SweepDir: app, data, elements/) removed
+    once, by one worker (a Redis claim on the sweep; Sweep.cleaned_at records it), as the
+    HPC's `cleanup` setting says for the sweep as a whole, and only when none of its
+    elements' own folders is left in it: each element's is removed after a complete,
+    verified collection of its results (_clean_up), so one left holds results not brought
+    home, or a failed element's files the setting keeps. Called by the finishing task of
+    every element after its own clean-up (the last one finds the sweep ended and the
+    folders gone) and by reconciliation's offer (maintainer/reconcile.py: an element of
+    each ended, not yet cleaned sweep) after a crash or a failure. Never raises: it never
+    fails a job."""
+    key = f"sweep-cleanup-{job.sweep_id}"
+    try:
+        sweep = rt.store.get_sweep(job.sweep_id)
+        if sweep is None or sweep.ended_at is None or sweep.cleaned_at is not None \
+                or not sweep.remote_dir:
+            return "nothing to do"
+        if not claims.take(rt, key):
+            return "sweep folder: another worker has it"
+    except Exception as exc:  # the database or Redis away: reconciliation offers it again
+        log.warning("sweep %s: its folder is looked at later: %s", job.sweep_id, exc)
+        return "sweep folder: later"
+    try:
+        return _clean_up_sweep(rt, rt.store.get_sweep(sweep.id), job)
+    except ConnectorError as exc:  # classified like a job's clean-up: said, tried again
+        log.warning("sweep %s: could not remove %s: %s", sweep.id, sweep.remote_dir, exc)
+        try:
+            rt.store.add_event(job.id, "cleanup_failed", f"the sweep's folder "
+                               f"{sweep.remote_dir} was not removed yet (tried again "
+                               f"later): {exc}", touch=False)
+        except Exception:
+            log.exception("sweep %s: event not recorded", sweep.id)
+        return "sweep folder: not removed yet"
+    except Exception:
+        log.exception("sweep %s: cleaning its folder", sweep.id)
+        return "sweep folder: error"
+    finally:
+        claims.release(rt, key)
+
+
+def _clean_up_sweep(rt: Runtime, sweep, job) -> str:
+    if sweep.cleaned_at is not None:
+        return "nothing to do"
+    cleanup = rt.hpcs[sweep.hpc].cleanup
+    counts = rt.store.sweep_counts([sweep.id])[sweep.id]
+    if cleanup == "never" or (cleanup == "on_success" and set(counts) - {S.SUCCEEDED}):
+        rt.store.sweep_cleaned(sweep.id)  # kept, as a job's work dir would be
+        return "sweep folder kept (cleanup setting)"
+    transport = rt.handlers[sweep.hpc].transport
+    folder = SweepDir(sweep.remote_dir)
+    left = rt.run(_elements_left(transport, folder))
+    if left:
+        ended = dt.timedelta(seconds=SWEEP_CLEANUP_GRACE_SECONDS)
+        if utcnow() - aware(sweep.ended_at) < ended:
+            return "sweep folder: elements' folders still there, looked at again later"
+        rt.store.sweep_cleaned(sweep.id)
+        log.info("sweep %s: %s kept: the folders of elements %s are still in it (results "
+                 "not collected completely, or kept for a failed element)", sweep.id,
+                 folder.path, ", ".join(left[:10]))
+        return "sweep folder kept (elements' folders left in it)"
+    rt.run(transport.rmtree(folder.path), timeout=TRANSFER_TIMEOUT_SECONDS)
+    if rt.store.sweep_cleaned(sweep.id):
+        rt.store.add_event(job.id, "sweep_cleaned", f"the sweep has ended: its folder "
+                           f"{folder.path} was removed", touch=False)
+    return "sweep folder removed"
+
+
+async def _elements_left(transport, folder: SweepDir) -> list[str]:
+    """The names of the element folders still in the sweep's folder."""
+    try:
+        entries = await transport.listdir(folder.elements)
+    except FileNotFoundError:  # RemoteFileNotFound too: never unpacked, or removed
+        return []
+    return sorted(e.path for e in entries if e.is_dir and "/" not in e.path)
