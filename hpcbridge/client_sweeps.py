@@ -24,14 +24,17 @@ class SweepCalls:
     def sweep(self, app: str, params: list[dict] | None = None, grid: dict | None = None,
               base: dict | None = None, hpc: str | None = None,
               resources: dict | None = None, throttle: int | None = None,
-              upload: str | None = None) -> Sweep:
+              upload: str | None = None, notify: dict | None = None) -> Sweep:
         """Submit a sweep: `params`, one parameter set per element, or `grid`, name ->
         values or {"range": [start, stop, step]}, every combination over `base`. Every
         point is checked before anything runs (ValidationError names a bad one). `upload`
-        is a local file or folder, sent once and shared by every element."""
+        is a local file or folder, sent once and shared by every element. `notify`
+        ({"webhook": url, "email": address}) is told once, when the whole sweep has
+        ended."""
         upload_id = self.upload(upload) if upload else None
         body: dict[str, Any] = {"app": app, "hpc": hpc, "resources": resources or {},
-                                "throttle": throttle, "upload": upload_id}
+                                "throttle": throttle, "upload": upload_id,
+                                "notify": notify or None}
         if params is not None:
             body["params"] = list(params)
         if grid is not None:
