@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import update
 from sqlmodel import select
 
@@ -26,15 +27,23 @@ from hpcbridge.lifecycle import FINAL
 from .models import Event, Job, Notification, Sweep
 
 CHANNELS = ("webhook", "email")
+_ENDED_KEY = "hpcbridge_jobs_ended"  # Session.info: the jobs ended in its transaction
 
 
 class NotificationRecords:
     """Mixed into Store: needs self.session()."""
 
     def add_notifications(self, s, job_id: str, status: str, message: str) -> None:
-        """Called by Store.transition inside its transaction when a job ends (jobs_ended
-        for one job)."""
-        self.jobs_ended(s, [job_id])
+        """Called by Store.transition(_many) inside its transaction for each job it ended:
+        jobs_ended runs for all of them at once just before that transaction commits, so a
+        batch ending elements of several sweeps locks them in id order like any other."""
+        pending = s.info.setdefault(_ENDED_KEY, [])
+        if not pending:
+            sa_event.listen(s, "before_commit", self._before_commit, once=True)
+        pending.append(job_id)
+
+    def _before_commit(self, s) -> None:
+        self.jobs_ended(s, s.info.pop(_ENDED_KEY, []))
 
     def jobs_ended(self, s, job_ids: Sequence[str]) -> list[str]:
         """Inside the transaction that made `job_ids` final: queue the messages their
