@@ -77,23 +77,29 @@ def record_verdict(state: JobState | None, expected_name: str) -> str:
     return UNSEEN if state.status not in (RUNNING, S.SUBMITTED, *FINAL) else OURS
 
 
-def on_lookup(verdict: str, scheduler_id: str, found: str | None, scheduler: str,
+def on_lookup(current: str, scheduler_id: str, found: JobState | None, scheduler: str,
               unseen_seconds: float, lost_after: float) -> Decision:
-    """What a lookup by name (`found`: the id the scheduler knows the job's name by, or
-    None when neither its queue nor its accounting does) means for a watched job.
+    """What a lookup by name (`found`: the record the scheduler keeps under the job's name,
+    or None when neither its queue nor its accounting knows the name) means for a watched
+    job whose record by id was missing, not final, or another job's.
 
-    Found under another id: the job is followed under that id (fields). Found nowhere:
-    the scheduler lost it, it ends failed rather than stay `running`. Found under the same
-    id but never seen by status for twice lost_after: only accounting remembers it, never
-    ended: lost too. Otherwise: wait."""
-    lost = Decision(S.FAILED, f"the scheduler lost this job: {scheduler} no longer knows "
-                              f"job {scheduler_id} and has no other job of its name")
+    Found under another id: the job is followed under that id (fields). Found nowhere: the
+    scheduler lost it, it ends failed rather than stay `running`. Found under its own id
+    with a state (running, pending, ended): that record carries the job's name, so it is
+    the job's — acted on as a status answer (the answer by id was another job's only
+    because accounting had not yet recorded this one under the reused id). Found under its
+    own id without a state (only accounting remembers it, its end never recorded): lost
+    once unseen for twice lost_after. Otherwise: wait."""
     if found is None:
-        return lost
-    if found != scheduler_id:
-        return Decision(None, f"{scheduler} knows this job as {found} (id {scheduler_id} "
-                              "was given to another job)", {"scheduler_id": found})
-    if verdict == REUSED or unseen_seconds >= 2 * lost_after:
+        return Decision(S.FAILED, f"the scheduler lost this job: {scheduler} no longer "
+                                  f"knows job {scheduler_id} and has no other job of its name")
+    if found.scheduler_id != scheduler_id:
+        return Decision(None, f"{scheduler} knows this job as {found.scheduler_id} (id "
+                              f"{scheduler_id} was given to another job)",
+                        {"scheduler_id": found.scheduler_id})
+    if found.status in (RUNNING, S.SUBMITTED, *FINAL):
+        return on_scheduler_state(current, found, scheduler)
+    if unseen_seconds >= 2 * lost_after:
         return Decision(S.FAILED, f"the scheduler lost this job: {scheduler} neither queues "
                                   f"job {scheduler_id} nor recorded its end")
     return Decision(None)

@@ -315,7 +315,7 @@ class Poller:
             return None
         stats["lookups"] = stats.get("lookups", 0) + 1
         try:
-            status = resolve_unseen(run, hpc, job, verdict, unseen)
+            status = resolve_unseen(run, hpc, job, unseen, self.offer)
         except HPCUnavailable:
             self._looked_up.forget(job.id)  # unknown: ask again next cycle
             raise

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from hpcbridge.clock import aware, utcnow
 from hpcbridge.connectors.spec import job_name
+from hpcbridge.connectors.state import UNKNOWN, JobState
 from hpcbridge.lifecycle import JobStatus
 
 from .decisions import on_lookup
@@ -35,30 +36,45 @@ def reconcile(rt, hpc, offer: Callable[..., None]) -> None:
             offer(job.id, hpc.id)
 
 
-def resolve_unseen(rt, hpc, job, verdict: str, unseen_seconds: float) -> str | None:
+def resolve_unseen(rt, hpc, job, unseen_seconds: float,
+                   offer: Callable[..., None]) -> str | None:
     """A watched job the scheduler no longer shows under its id (or shows another job
     under it): look it up by name and act (decisions.on_lookup) — followed under the id
-    its name has now, or failed as lost, never left `running` for good. The status it was
-    moved to, if any. A lookup that fails raises (unknown: ask again)."""
+    its name has now, moved on by its own record, or failed as lost; never left `running`
+    for good. The status it was moved to, if any. A lookup that fails raises (unknown:
+    ask again)."""
     found = _find(rt, rt.handlers[hpc.id], job)
-    decision = on_lookup(verdict, job.scheduler_id, found, hpc.scheduler, unseen_seconds,
+    decision = on_lookup(job.status, job.scheduler_id, found, hpc.scheduler, unseen_seconds,
                          rt.tuning.lost_after_seconds)
-    if decision.fields:
-        rt.store.update_job(job.id, **decision.fields)
-        rt.store.add_event(job.id, "scheduler_id", decision.message)
-        return None
     if decision.status is None:
+        if decision.fields:
+            rt.store.update_job(job.id, **decision.fields)
+            rt.store.add_event(job.id, "scheduler_id", decision.message)
         return None
+    if decision.status == JobStatus.FINISHING and job.status == JobStatus.SUBMITTED:
+        # it ran and ended while its record by id was another job's: record the start
+        rt.store.transition(job.id, JobStatus.RUNNING, f"running on {hpc.scheduler}",
+                            expect=[JobStatus.SUBMITTED])
     moved = rt.store.transition(job.id, decision.status, decision.message,
-                                expect=[JobStatus.SUBMITTED, JobStatus.RUNNING])
+                                expect=[JobStatus.SUBMITTED, JobStatus.RUNNING],
+                                **(decision.fields or {}))
+    if moved and decision.status == JobStatus.FINISHING:
+        offer(job.id, hpc.id, force=True)
     return decision.status if moved else None
 
 
-def _find(rt, handler, job) -> str | None:
-    """The id the scheduler knows a job's name by (an array element: its sweep's array's
-    id with the element's index)."""
+def _find(rt, handler, job) -> JobState | None:
+    """The record the scheduler keeps under a job's name: the one under the job's own id
+    if there is one, else the first (an array element: its sweep's array's id with the
+    element's index, state not known). A handler without find_states_by_name answers the
+    id only (state not known)."""
     if job.sweep_id and "_" in (job.scheduler_id or ""):
         name = job_name(job.sweep_id)
         array_id = rt.run(handler.find_many_by_name([name])).get(name)
-        return f"{array_id}_{job.sweep_index}" if array_id else None
-    return rt.run(handler.find_by_name(job_name(job.id)))
+        return JobState(f"{array_id}_{job.sweep_index}", UNKNOWN) if array_id else None
+    name = job_name(job.id)
+    if hasattr(handler, "find_states_by_name"):
+        states = rt.run(handler.find_states_by_name(name))
+        return states.get(job.scheduler_id) or next(iter(states.values()), None)
+    found = rt.run(handler.find_by_name(name))
+    return JobState(found, UNKNOWN) if found else None

@@ -169,6 +169,27 @@ class SlurmHandler(SchedulerHandler):
             ids = [i for i in result.stdout.split() if i.isdigit()]
         return ids[0] if ids else None
 
+    async def find_states_by_name(self, name: str) -> dict[str, JobState]:
+        """Every record of this name, id → state, from the controller (squeue, any state)
+        or, when it has none, from accounting (sacct: a non-final row is UNKNOWN, as in
+        status_many). {} only when both answered and neither knows the name; a failed
+        lookup raises. Unlike status_many's answer by id, each record here carries the
+        job's own name, so it cannot be another job's under a reused id."""
+        result = await self.transport.run(
+            [*self.config.squeue_command, "-h", "-t", "all", "-n", name, "-o", SQUEUE_FORMAT])
+        if result.exit_status != 0:
+            raise self._failed("squeue", result, transient=True)
+        states = {i: s for i, s in parse_squeue(result.stdout).items() if s.name == name}
+        if states:
+            return states
+        since = (dt.datetime.now() - dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S")
+        result = await self.transport.run([*self.config.sacct_command, "-X", "-n", "-P",
+                                           "-S", since, f"--name={name}",
+                                           f"--format={SACCT_FORMAT}"])
+        if result.exit_status != 0:
+            raise self._failed("sacct", result, transient=True)
+        return {i: s for i, s in parse_sacct(result.stdout).items() if s.name in (None, name)}
+
     async def find_many_by_name(self, names: Sequence[str]) -> dict[str, str]:
         """One squeue (and one sacct for the names it does not list) for a whole batch:
         name → job id (an array's own id for a sweep). A failed lookup raises."""

@@ -18,10 +18,11 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import redis
-from maintainer_support import FINAL, slurm_jobs_of, token
+from maintainer_support import FINAL, remote, slurm_jobs_of, token
 from services import Services, free_port
 
 SUMMARIES: list[str] = []  # every case's line, printed again at the end of the run (conftest)
@@ -264,6 +265,15 @@ class Fleet:
         return r.status_code == 200 and r.text == greeting
 
 
+def completed_names(stack: dict, start: float) -> set[str]:
+    """Names of the Slurm jobs accounting shows COMPLETED since start, every row (-D: a row
+    whose id the controller gave out again is hidden without it)."""
+    since = datetime.fromtimestamp(start - 60).strftime("%Y-%m-%dT%H:%M:%S")
+    out = remote(stack, f"sacct -X -n -P -D -S {since} --format=JobName,State")
+    return {name for name, _, state in (ln.partition("|") for ln in out.splitlines())
+            if state.startswith("COMPLETED")}
+
+
 def count(fleet: Fleet, scheduler_may_lose: bool = False) -> dict:
     """The counters of the summary line, from the jobs as last seen and from sacct."""
     ids = list(fleet.jobs)
@@ -273,6 +283,10 @@ def count(fleet: Fleet, scheduler_may_lose: bool = False) -> dict:
     scheduler_lost = [i for i in ids if status[i] == "failed" and scheduler_may_lose
                       and LOST_BY_SCHEDULER.search(jobs[i].get("message") or "")]
     slurm = slurm_jobs_of(fleet.stack, fleet.start, ids, ran=succeeded, settle=60)
+    # "lost" by a job that ran to its end is a wrong failure: the scheduler knew its name
+    ran = completed_names(fleet.stack, fleet.start) if scheduler_lost else set()
+    lost_but_ran = [i for i in scheduler_lost if f"hpcbridge-{i}" in ran]
+    scheduler_lost = [i for i in scheduler_lost if i not in lost_but_ran]
     c = {"jobs": len(ids),
          "ended": sum(s in FINAL for s in status.values()),
          "stuck": sum(jobs[i] is not None and status[i] not in FINAL for i in ids),
@@ -283,6 +297,7 @@ def count(fleet: Fleet, scheduler_may_lose: bool = False) -> dict:
          "no_results": sum(not fleet.result_ok(i) for i in succeeded)}
     if scheduler_may_lose:
         c["lost_by_scheduler"] = len(scheduler_lost)
+        c["lost_but_ran"] = len(lost_but_ran)
     return c
 
 
