@@ -6,6 +6,7 @@ site's path or options); the arguments below follow them, one argv word each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
 import shlex
@@ -97,12 +98,14 @@ class SlurmHandler(SchedulerHandler):
 
     async def submit_arrays(self, arrays: Sequence[ArraySpec]) -> list[str | Exception]:
         """A sweep's arrays (MaxArraySize cuts a large one in several): their scripts
-        written (at once, within the pool's channels), then all sbatch'ed by one command;
-        per array its id or the refusal. Writing or the command failing raises: nothing
-        is known of any of them."""
+        written (at once, over one SFTP channel where the transport has shared ones), then
+        all sbatch'ed by one command; per array its id or the refusal. Writing or the
+        command failing raises: nothing is known of any of them."""
         scripts = [self.array_script(a) for a in arrays]
-        await asyncio.gather(*(self.transport.write_bytes(path, text, 0o700)
-                               for path, text in scripts))
+        shared = getattr(self.transport, "shared_channel", None)
+        async with (shared() if shared and len(scripts) > 1 else contextlib.nullcontext()):
+            await asyncio.gather(*(self.transport.write_bytes(path, text, 0o700)
+                                   for path, text in scripts))
         return await self._sbatch_written([path for path, _ in scripts])
 
     async def status_many(self, ids: Sequence[str]) -> dict[str, JobState]:
