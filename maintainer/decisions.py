@@ -58,7 +58,7 @@ def final_message(outcome: str, exit_code: int | None, scheduler_state: str | No
 
 
 # --- whose record is it, and what to do about a job the scheduler no longer shows ----------
-OURS, REUSED, UNSEEN = "ours", "reused", "unseen"
+OURS, REUSED, UNSEEN, NAMELESS = "ours", "reused", "unseen", "nameless"
 
 
 def record_verdict(state: JobState | None, expected_name: str) -> str:
@@ -67,18 +67,25 @@ def record_verdict(state: JobState | None, expected_name: str) -> str:
     OURS: act on it. REUSED: the record carries another job's name, so the id was given
     to someone else (a controller that lost its newest jobs): look the job up by name.
     UNSEEN: no record, or "not known yet" (accounting lags): wait, and look it up by name
-    once that lasts (Maintainer.lost_after_seconds). A record without a name (a handler
-    that does not report one) is taken as ours."""
+    once that lasts (Maintainer.lost_after_seconds). NAMELESS: a record whose name the
+    scheduler has not (or never) recorded (name ""; Slurm's accounting says "allocation"
+    right after a job ends, and for good for a job whose controller died before it wrote
+    the name): it may be another job's under a reused id, so it is never acted on as is —
+    wait, like UNSEEN. A record without a name at all (None: a handler that reports no
+    names) is taken as ours."""
     if state is None:
         return UNSEEN
     name = getattr(state, "name", None)
+    if name == "":
+        return NAMELESS
     if name and name != expected_name:
         return REUSED
     return UNSEEN if state.status not in (RUNNING, S.SUBMITTED, *FINAL) else OURS
 
 
 def on_lookup(current: str, scheduler_id: str, found: JobState | None, scheduler: str,
-              unseen_seconds: float, lost_after: float) -> Decision:
+              unseen_seconds: float, lost_after: float,
+              by_id: JobState | None = None) -> Decision:
     """What a lookup by name (`found`: the record the scheduler keeps under the job's name,
     or None when neither its queue nor its accounting knows the name) means for a watched
     job whose record by id was missing, not final, or another job's.
@@ -89,8 +96,18 @@ def on_lookup(current: str, scheduler_id: str, found: JobState | None, scheduler
     the job's — acted on as a status answer (the answer by id was another job's only
     because accounting had not yet recorded this one under the reused id). Found under its
     own id without a state (only accounting remembers it, its end never recorded): lost
-    once unseen for twice lost_after. Otherwise: wait."""
+    once unseen for twice lost_after. Otherwise: wait.
+
+    `by_id`: the record under the job's id that sent it here. A nameless one that says the
+    job ended, still nameless after lost_after (another job's row would carry its name by
+    then: accounting lags by seconds), is the job's own row whose name was never written
+    (the controller died right after the job ended): the job ran, it is collected."""
     if found is None:
+        if by_id is not None and getattr(by_id, "name", None) == "" and \
+                by_id.status in FINAL:
+            if unseen_seconds >= lost_after:
+                return on_scheduler_state(current, by_id, scheduler)
+            return Decision(None)
         return Decision(S.FAILED, f"the scheduler lost this job: {scheduler} no longer "
                                   f"knows job {scheduler_id} and has no other job of its name")
     if found.scheduler_id != scheduler_id:

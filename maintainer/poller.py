@@ -102,8 +102,9 @@ class Poller:
         self._cancel_sent = Throttle(self.tuning.cancel_resend_seconds,
                                      self.tuning.resend_memory)
         self._looked_up = Throttle(self.tuning.lost_after_seconds, self.tuning.resend_memory)
-        # HPC → job id → when its record went missing (each HPC's thread its own)
-        self._unseen: dict[str, dict[str, float]] = {h: {} for h in runtime.hpcs}
+        # HPC → job id → (since when, verdict) its record was not its own (each HPC's
+        # thread its own)
+        self._unseen: dict[str, dict[str, tuple[float, str]]] = {h: {} for h in runtime.hpcs}
         self._probed: dict[str, float] = {}
         count_commands_of(runtime.handlers.values())
 
@@ -286,7 +287,7 @@ class Poller:
         joblog.bind(job)
         verdict = record_verdict(state, scheduler_name(job))
         if verdict != OURS:
-            return self._unseen_job(run, hpc, job, verdict, stats)
+            return self._unseen_job(run, hpc, job, verdict, state, stats)
         self._unseen[hpc.id].pop(job.id, None)
         decision = on_scheduler_state(job.status, state, hpc.scheduler)
         if decision.status is None:
@@ -301,12 +302,16 @@ class Poller:
             self.offer(job.id, hpc.id, force=True)
         return decision.status if moved else None
 
-    def _unseen_job(self, run, hpc, job, verdict: str, stats: dict) -> str | None:
+    def _unseen_job(self, run, hpc, job, verdict: str, state, stats: dict) -> str | None:
         """A job whose record is missing, not final yet, or another job's: looked up by
         name (reconcile.resolve_unseen) at once for a reused id, after
         Maintainer.lost_after_seconds otherwise, at most Maintainer.lookups_per_cycle a
-        cycle and once per lost_after_seconds a job."""
-        first = self._unseen[hpc.id].setdefault(job.id, time.monotonic())
+        cycle and once per lost_after_seconds a job. The time counts from the first cycle
+        with this verdict (a nameless record is judged by how long it stays nameless)."""
+        first, was = self._unseen[hpc.id].get(job.id, (0.0, None))
+        if was != verdict:
+            first = time.monotonic()
+            self._unseen[hpc.id][job.id] = (first, verdict)
         unseen = time.monotonic() - first
         if verdict != "reused" and unseen < self.tuning.lost_after_seconds:
             return None
@@ -315,7 +320,7 @@ class Poller:
             return None
         stats["lookups"] = stats.get("lookups", 0) + 1
         try:
-            status = resolve_unseen(run, hpc, job, unseen, self.offer)
+            status = resolve_unseen(run, hpc, job, unseen, self.offer, state)
         except HPCUnavailable:
             self._looked_up.forget(job.id)  # unknown: ask again next cycle
             raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import re
 import shlex
@@ -129,7 +130,12 @@ class SlurmHandler(SchedulerHandler):
                 raise self._failed("sacct", result)
             accounted = parse_sacct(result.stdout)
             for i in gone:
-                states[i] = accounted.get(i) or JobState(i, UNKNOWN)
+                state = accounted.get(i)
+                # a row without a name ("allocation": not written yet, or never, when the
+                # controller died) says "no name", not "names unknown": it may be the row of
+                # another job given this id again (decisions.record_verdict: NAMELESS)
+                states[i] = dataclasses.replace(state, name=state.name or "") if state \
+                    else JobState(i, UNKNOWN)
         return states
 
     async def cancel(self, scheduler_id: str) -> None:

@@ -174,3 +174,56 @@ async def test_slurm_lookup_by_name_falls_back_to_accounting_where_unended_is_un
 async def test_slurm_lookup_by_name_knows_nothing_only_when_both_answered_empty():
     handler = SlurmHandler(HPCConfig(id="c", user="u"), Scripted("", ""))
     assert await handler.find_states_by_name(NAME) == {}
+
+
+# --- a record without a name ("allocation") ----------------------------------------------
+# Seen on the real stack: a forgotten job's id went to an element of another user's array;
+# right after that element ended, `sacct -j <id>` answered COMPLETED under the name
+# "allocation" (its name not written yet), and the forgotten job was reported `succeeded`
+# with no results of its own.
+def nameless(sid: str, status: str = "succeeded", raw: str = "COMPLETED") -> JobState:
+    return JobState(sid, status, raw, 0, None, 1, 1, name="")
+
+
+def test_a_nameless_record_is_not_taken_as_the_jobs():
+    assert D.record_verdict(nameless("7"), NAME) == D.NAMELESS
+    assert D.record_verdict(JobState("7", "succeeded", "COMPLETED"), NAME) == D.OURS  # None
+
+
+def test_a_nameless_ended_row_still_nameless_after_lost_after_is_the_jobs_own():
+    # the controller died right after the job ended, before accounting had its name: the
+    # job ran; another job's row under a reused id would carry its name by then
+    assert D.on_lookup("running", "7", None, "slurm", 5, 30, nameless("7")).status is None
+    d = D.on_lookup("running", "7", None, "slurm", 30, 30, nameless("7"))
+    assert d.status == "finishing" and d.fields["outcome"] == "succeeded"
+    # a nameless row that never ended: lost
+    d = D.on_lookup("running", "7", None, "slurm", 30, 30,
+                    JobState("7", UNKNOWN, "PENDING", name=""))
+    assert d.status == "failed" and d.message.startswith("the scheduler lost this job")
+
+
+def test_another_jobs_nameless_completed_row_under_a_reused_id_never_succeeds_a_job(
+        make_runtime_lost):
+    rt, tmp_path = make_runtime_lost
+    add_app(rt.store, tmp_path)
+    job = submitted_job(rt.store)
+    handler = NamedLookups(rt.handlers["local"])
+    rt.handlers["local"] = handler
+    rows = {"now": nameless("4242")}
+    handler.faults["status_many"] = lambda ids: {i: rows["now"] for i in ids}
+    handler.faults["find_states_by_name"] = lambda name: {}  # our job: forgotten
+    poller, hpc = Poller(rt, threading.Event()), rt.hpcs["local"]
+    poller.cycle(hpc)
+    assert rt.store.get_job(job.id).status == "submitted"
+    # a second later accounting has the other job's name on that row: ours was lost
+    rows["now"] = NamedState("4242", "succeeded", "hpcbridge-someone-else", "COMPLETED")
+    poller.cycle(hpc)
+    got = rt.store.get_job(job.id)
+    assert got.status == "failed" and got.message.startswith("the scheduler lost this job")
+    assert "finishing" not in events(rt.store, job.id)
+
+
+async def test_slurm_status_gives_an_accounting_row_without_a_name_as_nameless():
+    t = Scripted("", "60094|allocation|COMPLETED|0:0|00:00:01|1\n")
+    states = await SlurmHandler(HPCConfig(id="c", user="u"), t).status_many(["60094"])
+    assert states["60094"].name == "" and D.record_verdict(states["60094"], NAME) == D.NAMELESS
