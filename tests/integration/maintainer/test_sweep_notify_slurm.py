@@ -3,7 +3,8 @@ the HPC (layout.SweepDir) is removed then — end to end: the real middleware an
 processes, the stack's Slurm over sshd, a real SMTP server (aiosmtpd) and a real webhook
 receiver started by the test (test_notifications.py's). Removal follows the HPC's cleanup
 setting as a job's work dir does: `on_success` here, so a sweep with a cancelled element
-keeps its folder. Fixtures: conftest.py and test_notifications.py."""
+keeps its folder. The same message on the local handler, whose elements are plain jobs.
+Fixtures: conftest.py and test_notifications.py."""
 from __future__ import annotations
 
 import time
@@ -123,3 +124,21 @@ def test_a_sweep_is_told_once_when_it_ends_and_its_folder_is_removed(tmp_path, s
         finally:
             svc.stop()
             remove_remote(stack, f"hpcbridge-it/{svc.run_id}")
+
+
+def test_a_sweep_on_the_local_handler_is_told_once(local_services, receiver, mailbox):
+    """Without arrays the elements are plain jobs (batched submits, own finishing tasks):
+    the same one message when the last of them ends."""
+    svc = local_services(capacity=4, workers=2, extra_config=notifier_config(mailbox))
+    alice = svc.client("t-alice")
+    r = alice.post("sweeps", json={"app": "hello", "hpc": "local", "grid": {
+        "name": ["a", "b", "c", "d"]}, "base": {"lines": 1, "delay": 0},
+        "notify": {"webhook": receiver.url("/local")}})
+    assert r.status_code == 201, r.text
+    ended = wait_sweep_ended(alice, svc, r.json()["id"], timeout=120)
+    assert ended["counts"] == {"succeeded": 4}
+    data = verified(wait_for(lambda: receiver.to("/local"))[0])
+    assert (data["event"], data["sweep_id"], data["counts"]) == \
+        ("sweep.ended", ended["id"], {"succeeded": 4})
+    time.sleep(1.5)  # a duplicate would have arrived by now
+    assert len(receiver.requests) == 1 and mailbox.mails == []
