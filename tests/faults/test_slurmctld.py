@@ -51,17 +51,35 @@ def resume_duplicate_drained() -> int:
     return len(nodes)
 
 
+def release_launch_failed() -> int:
+    """Release the jobs Slurm held as "launch failed requeued held" (as the site's admin
+    would): a job that ended just before the kill comes back from the saved state as
+    pending, its second launch fails, and Slurm holds it for good. How many."""
+    out = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i|%r"],
+                         capture_output=True, text=True, timeout=30).stdout
+    ids = [i for i, _, why in (ln.partition("|") for ln in out.splitlines())
+           if "launch failed requeued held" in why.lower()]
+    if ids:
+        subprocess.run(["scontrol", "release", *ids], capture_output=True, timeout=30)
+    return len(ids)
+
+
+def admin_fixes() -> int:
+    """What the site's admin does after a controller crash; how many things were fixed."""
+    return resume_duplicate_drained() + release_launch_failed()
+
+
 @contextlib.contextmanager
-def duplicate_drains_resumed():
-    """For the body of the with (and once after it), resume_duplicate_drained every second;
-    yields a list whose length is how many times a node was resumed."""
+def admin_on_call():
+    """For the body of the with (and once after it), admin_fixes every second; yields a
+    list whose length is how many nodes were resumed and held jobs released."""
     resumed: list[int] = []
     stop = threading.Event()
 
     def watch():
         while not stop.wait(1.0):
             with contextlib.suppress(Exception):  # sinfo while the controller restarts
-                resumed.extend([1] * resume_duplicate_drained())
+                resumed.extend([1] * admin_fixes())
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     try:
@@ -70,7 +88,7 @@ def duplicate_drains_resumed():
         stop.set()
         thread.join(40)
         with contextlib.suppress(Exception):
-            resumed.extend([1] * resume_duplicate_drained())
+            resumed.extend([1] * admin_fixes())
 
 
 @contextlib.contextmanager
@@ -109,7 +127,7 @@ def test_slurmctld_killed_hard_forgets_its_newest_jobs(faults, stack):
     # died) is declared lost after 2 x lost_after: short enough to end within the case
     svc = faults.start(capacity=40, extra_config="c.Maintainer.lost_after_seconds = 30.0")
     fleet = Fleet(svc, stack)
-    with duplicate_drains_resumed() as resumed:
+    with admin_on_call() as resumed:
         fleet.submit(32)  # a burst: kill as soon as most of it reached sbatch
         seen = fleet.until(lambda s: sum(s[k] for k in IN_SLURM) >= 20, 60)
         with slurmctld_down(stack, signal.SIGKILL):
@@ -118,4 +136,4 @@ def test_slurmctld_killed_hard_forgets_its_newest_jobs(faults, stack):
         # again (the forgotten jobs'), so accounting answers an older row under their id
         fleet.submit(8, first=32)
         check("slurmctld-kill9", fleet, 170, scheduler_may_lose=True, at=at(seen),
-              drain_resumed=len(resumed))
+              admin_fixes=len(resumed))
