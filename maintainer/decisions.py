@@ -85,7 +85,7 @@ def record_verdict(state: JobState | None, expected_name: str) -> str:
 
 def on_lookup(current: str, scheduler_id: str, found: JobState | None, scheduler: str,
               unseen_seconds: float, lost_after: float,
-              by_id: JobState | None = None) -> Decision:
+              by_id: JobState | None = None, nameless_seconds: float = 0.0) -> Decision:
     """What a lookup by name (`found`: the record the scheduler keeps under the job's name,
     or None when neither its queue nor its accounting knows the name) means for a watched
     job whose record by id was missing, not final, or another job's.
@@ -99,13 +99,14 @@ def on_lookup(current: str, scheduler_id: str, found: JobState | None, scheduler
     once unseen for twice lost_after. Otherwise: wait.
 
     `by_id`: the record under the job's id that sent it here. A nameless one that says the
-    job ended, still nameless after lost_after (another job's row would carry its name by
-    then: accounting lags by seconds), is the job's own row whose name was never written
-    (the controller died right after the job ended): the job ran, it is collected."""
+    job ended, nameless for lost_after in a row (`nameless_seconds`; another job's row
+    would carry its name by then: accounting lags by seconds), is the job's own row whose
+    name was never written (the controller died right after the job ended): the job ran,
+    it is collected."""
     if found is None:
         if by_id is not None and getattr(by_id, "name", None) == "" and \
                 by_id.status in FINAL:
-            if unseen_seconds >= lost_after:
+            if nameless_seconds >= lost_after:
                 return on_scheduler_state(current, by_id, scheduler)
             return Decision(None)
         return Decision(S.FAILED, f"the scheduler lost this job: {scheduler} no longer "

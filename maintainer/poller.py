@@ -27,7 +27,7 @@ from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
 
 from . import cancel as cancels
 from .admission import next_to_admit
-from .decisions import OURS, WATCHED, on_scheduler_state, record_verdict
+from .decisions import NAMELESS, OURS, WATCHED, on_scheduler_state, record_verdict
 from .jobspec import scheduler_name
 from .logs import due_for_tail, tail_logs
 from .reconcile import reconcile, resolve_unseen
@@ -102,9 +102,10 @@ class Poller:
         self._cancel_sent = Throttle(self.tuning.cancel_resend_seconds,
                                      self.tuning.resend_memory)
         self._looked_up = Throttle(self.tuning.lost_after_seconds, self.tuning.resend_memory)
-        # HPC → job id → (since when, verdict) its record was not its own (each HPC's
-        # thread its own)
-        self._unseen: dict[str, dict[str, tuple[float, str]]] = {h: {} for h in runtime.hpcs}
+        # HPC → job id → since when its record was not its own, and since when it has
+        # been nameless (each HPC's thread its own)
+        self._unseen: dict[str, dict[str, float]] = {h: {} for h in runtime.hpcs}
+        self._nameless: dict[str, dict[str, float]] = {h: {} for h in runtime.hpcs}
         self._probed: dict[str, float] = {}
         count_commands_of(runtime.handlers.values())
 
@@ -264,6 +265,7 @@ class Poller:
         unseen = self._unseen[hpc.id]
         for job_id in [i for i in unseen if i not in ids]:  # ended or moved on otherwise
             del unseen[job_id]
+            self._nameless[hpc.id].pop(job_id, None)
         moved: dict[str, str] = {}
         for job in watched:
             status = self._apply(run, hpc, job, states.get(job.scheduler_id), stats)
@@ -289,6 +291,7 @@ class Poller:
         if verdict != OURS:
             return self._unseen_job(run, hpc, job, verdict, state, stats)
         self._unseen[hpc.id].pop(job.id, None)
+        self._nameless[hpc.id].pop(job.id, None)
         decision = on_scheduler_state(job.status, state, hpc.scheduler)
         if decision.status is None:
             return None
@@ -307,12 +310,18 @@ class Poller:
         name (reconcile.resolve_unseen) at once for a reused id, after
         Maintainer.lost_after_seconds otherwise, at most Maintainer.lookups_per_cycle a
         cycle and once per lost_after_seconds a job. The time counts from the first cycle
-        with this verdict (a nameless record is judged by how long it stays nameless)."""
-        first, was = self._unseen[hpc.id].get(job.id, (0.0, None))
-        if was != verdict:
-            first = time.monotonic()
-            self._unseen[hpc.id][job.id] = (first, verdict)
-        unseen = time.monotonic() - first
+        whose record was not the job's, whatever the verdicts since (they may alternate
+        while accounting catches up); a nameless record's own time, from the first of an
+        unbroken run of nameless answers."""
+        now = time.monotonic()
+        first = self._unseen[hpc.id].setdefault(job.id, now)
+        unseen = now - first
+        nameless = self._nameless[hpc.id]
+        if verdict == NAMELESS:
+            nameless_for = now - nameless.setdefault(job.id, now)
+        else:
+            nameless.pop(job.id, None)
+            nameless_for = 0.0
         if verdict != "reused" and unseen < self.tuning.lost_after_seconds:
             return None
         if stats.get("lookups", 0) >= self.tuning.lookups_per_cycle or \
@@ -320,12 +329,13 @@ class Poller:
             return None
         stats["lookups"] = stats.get("lookups", 0) + 1
         try:
-            status = resolve_unseen(run, hpc, job, unseen, self.offer, state)
+            status = resolve_unseen(run, hpc, job, unseen, self.offer, state, nameless_for)
         except HPCUnavailable:
             self._looked_up.forget(job.id)  # unknown: ask again next cycle
             raise
         if status is not None:
             self._unseen[hpc.id].pop(job.id, None)
+            nameless.pop(job.id, None)
         return status
 
     def _cancels(self, run, jobs) -> None:

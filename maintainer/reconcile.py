@@ -37,7 +37,7 @@ def reconcile(rt, hpc, offer: Callable[..., None]) -> None:
 
 
 def resolve_unseen(rt, hpc, job, unseen_seconds: float, offer: Callable[..., None],
-                   by_id: JobState | None = None) -> str | None:
+                   by_id: JobState | None = None, nameless_seconds: float = 0.0) -> str | None:
     """A watched job the scheduler no longer shows under its id (or shows another job
     under it): look it up by name and act (decisions.on_lookup) — followed under the id
     its name has now, moved on by its own record, or failed as lost; never left `running`
@@ -45,7 +45,7 @@ def resolve_unseen(rt, hpc, job, unseen_seconds: float, offer: Callable[..., Non
     ask again)."""
     found = _find(rt, rt.handlers[hpc.id], job)
     decision = on_lookup(job.status, job.scheduler_id, found, hpc.scheduler, unseen_seconds,
-                         rt.tuning.lost_after_seconds, by_id)
+                         rt.tuning.lost_after_seconds, by_id, nameless_seconds)
     if decision.status is None:
         if decision.fields:
             rt.store.update_job(job.id, **decision.fields)

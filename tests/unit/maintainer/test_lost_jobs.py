@@ -193,8 +193,8 @@ def test_a_nameless_record_is_not_taken_as_the_jobs():
 def test_a_nameless_ended_row_still_nameless_after_lost_after_is_the_jobs_own():
     # the controller died right after the job ended, before accounting had its name: the
     # job ran; another job's row under a reused id would carry its name by then
-    assert D.on_lookup("running", "7", None, "slurm", 5, 30, nameless("7")).status is None
-    d = D.on_lookup("running", "7", None, "slurm", 30, 30, nameless("7"))
+    assert D.on_lookup("running", "7", None, "slurm", 99, 30, nameless("7"), 5).status is None
+    d = D.on_lookup("running", "7", None, "slurm", 30, 30, nameless("7"), 30)
     assert d.status == "finishing" and d.fields["outcome"] == "succeeded"
     # a nameless row that never ended: lost
     d = D.on_lookup("running", "7", None, "slurm", 30, 30,
@@ -227,3 +227,31 @@ async def test_slurm_status_gives_an_accounting_row_without_a_name_as_nameless()
     t = Scripted("", "60094|allocation|COMPLETED|0:0|00:00:01|1\n")
     states = await SlurmHandler(HPCConfig(id="c", user="u"), t).status_many(["60094"])
     assert states["60094"].name == "" and D.record_verdict(states["60094"], NAME) == D.NAMELESS
+
+
+def test_a_forgotten_job_whose_answers_alternate_is_still_lost_in_time(make_runtime_lost):
+    # seen on the real stack: the reused id was an element of another user's array, and
+    # the answers by id went back and forth (nothing, a nameless row, another job's row)
+    # while the job's own accounting row stayed PENDING for good
+    rt, tmp_path = make_runtime_lost  # lost_after 0.2 s
+    add_app(rt.store, tmp_path)
+    job = submitted_job(rt.store)
+    handler = NamedLookups(rt.handlers["local"])
+    rt.handlers["local"] = handler
+    answers = [{}, {"4242": JobState("4242", UNKNOWN, "PENDING", name="")},
+               {"4242": NamedState("4242", "running", "hpcbridge-someone-else", "RUNNING")}]
+    turn = {"n": 0}
+
+    def status_many(ids):
+        turn["n"] += 1
+        return answers[turn["n"] % len(answers)]
+    handler.faults["status_many"] = status_many
+    handler.faults["find_states_by_name"] = lambda name: {
+        "4242": JobState("4242", UNKNOWN, "PENDING", name=name)}
+    poller, hpc = Poller(rt, threading.Event()), rt.hpcs["local"]
+    deadline = time.monotonic() + 5
+    while rt.store.get_job(job.id).status == "submitted" and time.monotonic() < deadline:
+        poller.cycle(hpc)
+        time.sleep(0.05)
+    got = rt.store.get_job(job.id)
+    assert got.status == "failed" and got.message.startswith("the scheduler lost this job")
