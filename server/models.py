@@ -23,7 +23,10 @@ class Job(SQLModel, table=True):
     """One user's job: the JobInfo fields of seeds/003 plus the maintainer's cursors."""
 
     __table_args__ = (Index("ix_job_user_idempotency_key", "user", "idempotency_key",
-                            unique=True),)
+                            unique=True),
+                      # "is any element of this sweep still active?", asked by every
+                      # element's final transition: a seek, not a scan of its ended ones
+                      Index("ix_job_sweep_id_status", "sweep_id", "status"))
 
     id: str = Field(default_factory=new_id, primary_key=True)
     user: str = Field(index=True)

@@ -22,7 +22,7 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from hpcbridge.clock import utcnow
-from hpcbridge.lifecycle import FINAL
+from hpcbridge.lifecycle import ACTIVE
 
 from .models import Event, Job, Notification, Sweep
 
@@ -71,7 +71,7 @@ class NotificationRecords:
         if row is None or row[0] is not None:
             return False
         active = s.exec(select(Job.id).where(
-            Job.sweep_id == sweep_id, Job.status.not_in([str(f) for f in FINAL]))
+            Job.sweep_id == sweep_id, Job.status.in_(sorted(str(a) for a in ACTIVE)))
             .limit(1)).first()
         if active is not None:
             return False

@@ -6,7 +6,8 @@ Create Date: 2026-11-30
 
 A sweep is told once, when its last element ends (issue #24/#25 follow-ups): the request's
 `notify`, the time the sweep ended (set once, with its outbox rows) and the time its HPC
-folder was dealt with; the outbox row of a sweep names it. `upload.size` was a 32-bit
+folder was dealt with; the outbox row of a sweep names it; an index on job (sweep_id,
+status) for the "is any element still active" check of every element's end. `upload.size` was a 32-bit
 INTEGER on PostgreSQL: an upload over 2 GiB did not fit (SQLite's INTEGER is 64-bit: the
 type changes there only so that the schema reads as the models declare).
 Sweeps that had already ended get their ended_at (so they are neither told nor counted as
@@ -42,6 +43,8 @@ def upgrade() -> None:
     with op.batch_alter_table('upload', schema=None) as batch_op:
         batch_op.alter_column('size', type_=sa.BigInteger(), existing_type=sa.Integer(),
                               existing_nullable=False)
+    with op.batch_alter_table('job', schema=None) as batch_op:
+        batch_op.create_index('ix_job_sweep_id_status', ['sweep_id', 'status'], unique=False)
     # sweeps every element of which is already final ended when their last one did
     final = ", ".join(f"'{s}'" for s in FINAL)
     op.execute(sa.text(
@@ -53,6 +56,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('job', schema=None) as batch_op:
+        batch_op.drop_index('ix_job_sweep_id_status')
     with op.batch_alter_table('upload', schema=None) as batch_op:
         batch_op.alter_column('size', type_=sa.Integer(), existing_type=sa.BigInteger(),
                               existing_nullable=False)

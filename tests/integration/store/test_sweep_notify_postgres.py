@@ -58,3 +58,38 @@ def test_batches_ending_elements_of_the_same_sweeps_in_opposite_orders_never_dea
     for sweep in (a, b):
         assert store.get_sweep(sweep.id).ended_at is not None
         assert len(store.notifications(sweep_id=sweep.id)) == 2
+
+
+def test_the_migration_ends_the_sweeps_that_had_already_ended(pg_url):
+    """0006 on a database with sweeps: one whose elements are all final gets its ended_at
+    (it is not told now), one still running does not; an upload over 2 GiB fits after."""
+    import sqlalchemy as sa
+
+    from hpcbridge.server.migrations import upgrade
+
+    engine = sa.create_engine(pg_url)
+    try:
+        upgrade(engine, "0005")
+        with engine.begin() as c:
+            for sweep, statuses in [("a" * 32, ["failed", "succeeded"]),
+                                    ("b" * 32, ["succeeded", "running"])]:
+                c.execute(sa.text(
+                    "INSERT INTO sweep (id, \"user\", app, hpc, size, created_at, updated_at)"
+                    " VALUES (:id, 'alice', 'hello', 'slurm', 2, now(), now())"), {"id": sweep})
+                for i, status in enumerate(statuses):
+                    c.execute(sa.text(
+                        "INSERT INTO job (id, \"user\", app, hpc, status, cancel_requested, "
+                        "stdout_size, stderr_size, sweep_id, sweep_index, created_at, "
+                        "updated_at, finished_at) VALUES (:id, 'alice', 'hello', 'slurm', "
+                        ":status, false, 0, 0, :sweep, :i, now(), now(), now())"),
+                        {"id": sweep[:31] + str(i), "status": status, "sweep": sweep, "i": i})
+        upgrade(engine)
+        with engine.begin() as c:
+            ended = dict(c.execute(sa.text("SELECT id, ended_at FROM sweep")).all())
+            assert ended["a" * 32] is not None and ended["b" * 32] is None
+            assert c.execute(sa.text("SELECT count(*) FROM notification")).scalar() == 0
+            c.execute(sa.text("INSERT INTO upload (id, \"user\", name, path, size, created_at)"
+                              " VALUES ('u', 'alice', 'big', 'big', :size, now())"),
+                      {"size": 5 * 2**30})
+    finally:
+        engine.dispose()
