@@ -285,10 +285,11 @@ def clean_up_sweep(rt: Runtime, job) -> str:
         return _clean_up_sweep(rt, rt.store.get_sweep(sweep.id), job)
     except ConnectorError as exc:  # classified like a job's clean-up: said, tried again
         log.warning("sweep %s: could not remove %s: %s", sweep.id, sweep.remote_dir, exc)
-        try:
-            rt.store.add_event(job.id, "cleanup_failed", f"the sweep's folder "
-                               f"{sweep.remote_dir} was not removed yet (tried again "
-                               f"later): {exc}", touch=False)
+        try:  # said once: reconciliation tries again as long as the HPC is away
+            if "cleanup_failed" not in {e.type for e in rt.store.events(job.id)}:
+                rt.store.add_event(job.id, "cleanup_failed", f"the sweep's folder "
+                                   f"{sweep.remote_dir} was not removed yet (tried again "
+                                   f"later): {exc}", touch=False)
         except Exception:
             log.exception("sweep %s: event not recorded", sweep.id)
         return "sweep folder: not removed yet"

@@ -123,6 +123,8 @@ def test_a_failed_removal_is_evented_and_done_by_a_later_task(make_runtime, tmp_
     assert event.type == "cleanup_failed" and "does not answer" in event.message
     assert rt.store.get_job(jobs[1].id).status == "failed"  # the job is untouched
     assert rt.store.get_sweep(sweep.id).cleaned_at is None
+    assert tasks.clean_up_sweep(rt, jobs[1]) == "sweep folder: not removed yet"
+    assert [e.type for e in rt.store.events(jobs[1].id)].count("cleanup_failed") == 1
     monkeypatch.setattr(transport, "rmtree", real)
     assert tasks.drive(rt, jobs[0].id) == "sweep folder removed"
     assert not os.path.exists(folder.path)
