@@ -20,7 +20,10 @@ def reconcile(rt, hpc, offer: Callable[..., None]) -> None:
     """Hand to the pool (`offer(job_id, hpc_id, force=...)`) the jobs left in staging or
     finishing by a dead worker, and those whose task died: untouched for
     Maintainer.stale_task_timeouts worker timeouts. (Queued jobs an rq task was lost for —
-    Redis restarted — are offered by the poller's admission every cycle.)"""
+    Redis restarted — are offered by the poller's admission every cycle.) An ended sweep
+    whose HPC folder was not dealt with yet (a worker died after its last element, the
+    HPC was away) is offered as one of its elements: its task cleans the folder
+    (tasks.clean_up_sweep)."""
     store = rt.store
     stale = dt.timedelta(seconds=rt.site.worker_timeout * rt.tuning.stale_task_timeouts)
     now = utcnow()
@@ -34,6 +37,8 @@ def reconcile(rt, hpc, offer: Callable[..., None]) -> None:
             offer(job.id, hpc.id, force=True)
         elif now - aware(job.updated_at) > stale:
             offer(job.id, hpc.id)
+    for _sweep_id, element_id in store.sweeps_to_clean(hpc.id):
+        offer(element_id, hpc.id)
 
 
 def resolve_unseen(rt, hpc, job, unseen_seconds: float, offer: Callable[..., None],

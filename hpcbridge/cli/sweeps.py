@@ -72,9 +72,11 @@ def cmd_sweep(client: Client, args) -> int:
     grid, base = grid_of(args.param)
     if not grid:  # one element: every -p is a single value
         grid, base = {name: [value] for name, value in base.items()}, {}
+    notify = {k: v for k, v in (("email", args.notify_email),
+                                ("webhook", args.notify_webhook)) if v}
     sweep = client.sweep(args.app, grid=grid, base=base, hpc=args.hpc,
                          resources=_pairs(args.resource, "--resource"),
-                         throttle=args.throttle, upload=args.upload)
+                         throttle=args.throttle, upload=args.upload, notify=notify or None)
     if not args.no_wait:
         sweep.wait(progress=not args.json)
     _print_sweep(sweep, args.json)
@@ -139,5 +141,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
                    help="time (minutes), cpus, memory (MB), gpus, partition")
     p.add_argument("--throttle", type=int, metavar="N", help="at most N elements at once")
     p.add_argument("--upload", metavar="PATH", help="a file or folder every element gets")
+    p.add_argument("--notify-email", metavar="ADDR",
+                   help="mail this address once, when the whole sweep has ended")
+    p.add_argument("--notify-webhook", metavar="URL",
+                   help="POST a signed JSON message (sweep.ended) here when the sweep ended")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--jobs", action="store_true", help="status: list every element too")

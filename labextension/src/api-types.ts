@@ -1385,6 +1385,11 @@ export interface components {
             base: {
                 [key: string]: unknown;
             };
+            /**
+             * @description told once, when the sweep has ended (every element final): event `sweep.ended`; its elements never notify on their own
+             * @default null
+             */
+            notify: components["schemas"]["NotifyRequest"] | null;
         };
         /** SweepInfo */
         SweepInfo: {
@@ -1447,6 +1452,12 @@ export interface components {
              * @default false
              */
             done: boolean;
+            /**
+             * Ended At
+             * @description when its last element ended
+             * @default null
+             */
+            ended_at: string | null;
             /**
              * Created At
              * Format: date-time
