@@ -2,7 +2,7 @@
 it watches) and by the rq task (when a cancelled job is handed to a worker)."""
 from __future__ import annotations
 
-from hpcbridge.connectors.spec import job_name
+from hpcbridge.connectors.spec import array_task, chunk_name, job_name
 from hpcbridge.lifecycle import JobStatus
 
 from .decisions import WATCHED
@@ -69,12 +69,13 @@ def take_back(rt, job, rounds: int = 3) -> list[str]:
 
 def _take_back_element(rt, handler, job) -> list[str]:
     """An element of a sweep whose array may have been submitted: its own task cancelled,
-    found by the sweep's name (one lookup; a lookup that fails raises)."""
-    name = job_name(job.sweep_id)
+    found by its array's name (one lookup; a lookup that fails raises)."""
+    offset, task = array_task(job.sweep_index, rt.hpcs[job.hpc].max_array_size)
+    name = chunk_name(job.sweep_id, offset)
     array_id = rt.run(handler.find_many_by_name([name])).get(name)
     if array_id is None:
         return []
-    element = f"{array_id}_{job.sweep_index}"
+    element = f"{array_id}_{task}"
     rt.run(handler.cancel(element))
     rt.store.add_event(job.id, "cancel_sent", f"asked {job.hpc} to cancel {element}, "
                        "submitted with this job's sweep", touch=False)

@@ -6,7 +6,7 @@ import json
 from types import SimpleNamespace
 
 from hpcbridge.connectors.layout import RESULT_DIR, WorkDir
-from hpcbridge.connectors.spec import JobSpec, job_name
+from hpcbridge.connectors.spec import JobSpec, element_array_name, job_name
 from hpcbridge.manifest import ManifestError, parse_manifest
 
 DEFAULT_TIME_MINUTES = 10  # a job whose app sets no time rule
@@ -57,9 +57,10 @@ def spec_for(job, app, workdir: WorkDir, hpc, has_data: bool) -> JobSpec:
 
 
 def scheduler_name(job) -> str:
-    """The name the scheduler knows a job by: an array element's is its sweep's."""
+    """The name the scheduler knows a job by: an array element's is its array's (its
+    sweep's, or that of the sweep's array at an offset: spec.chunk_name)."""
     if job.sweep_id and "_" in (job.scheduler_id or ""):
-        return job_name(job.sweep_id)
+        return element_array_name(job.sweep_id, job.sweep_index, job.scheduler_id)
     return job_name(job.id)
 
 

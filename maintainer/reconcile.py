@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from hpcbridge.clock import aware, utcnow
-from hpcbridge.connectors.spec import job_name
+from hpcbridge.connectors.spec import element_array_name, job_name
 from hpcbridge.connectors.state import UNKNOWN, JobState
 from hpcbridge.lifecycle import JobStatus
 
@@ -70,13 +70,15 @@ def resolve_unseen(rt, hpc, job, unseen_seconds: float, offer: Callable[..., Non
 
 def _find(rt, handler, job) -> JobState | None:
     """The record the scheduler keeps under a job's name: the one under the job's own id
-    if there is one, else the first (an array element: its sweep's array's id with the
-    element's index, state not known). A handler without find_states_by_name answers the
+    if there is one, else the first (an array element: its array's id with its task id,
+    state not known). A handler without find_states_by_name answers the
     id only (state not known)."""
     if job.sweep_id and "_" in (job.scheduler_id or ""):
-        name = job_name(job.sweep_id)
+        # its array's name and its task id in that array (a sweep cut by MaxArraySize)
+        name = element_array_name(job.sweep_id, job.sweep_index, job.scheduler_id)
+        task = job.scheduler_id.rpartition("_")[2]
         array_id = rt.run(handler.find_many_by_name([name])).get(name)
-        return JobState(f"{array_id}_{job.sweep_index}", UNKNOWN) if array_id else None
+        return JobState(f"{array_id}_{task}", UNKNOWN) if array_id else None
     name = job_name(job.id)
     if hasattr(handler, "find_states_by_name"):
         states = rt.run(handler.find_states_by_name(name))

@@ -78,6 +78,20 @@ class SchedulerHandler(abc.ABC):
         """Submit a sweep as one job array whose elements are staged; the array's id."""
         raise NotImplementedError(f"{type(self).__name__} has no job arrays")
 
+    async def submit_arrays(self, arrays: Sequence[ArraySpec]) -> list[str | Exception]:
+        """Submit a sweep's arrays (MaxArraySize cuts a large sweep in several): per array
+        its id or the error that refused it. The default submits one by one; a connection
+        error raises (nothing known of the rest)."""
+        out: list[str | Exception] = []
+        for array in arrays:
+            try:
+                out.append(await self.submit_array(array))
+            except HPCUnavailable:
+                raise
+            except ConnectorError as exc:
+                out.append(exc)
+        return out
+
     async def find_many_by_name(self, names: Sequence[str]) -> dict[str, str]:
         """name → id of the jobs submitted under any of `names` (absent: none). The default
         asks find_by_name for each; a failed lookup raises (unknown)."""
