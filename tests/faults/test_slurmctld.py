@@ -69,11 +69,19 @@ def admin_fixes() -> int:
     return resume_duplicate_drained() + release_launch_failed()
 
 
+class Fixes(list):
+    """What admin_on_call fixed; prints as its count when the summary line is written (at
+    the end of the case, not when check() is called)."""
+
+    def __str__(self) -> str:
+        return str(len(self))
+
+
 @contextlib.contextmanager
 def admin_on_call():
     """For the body of the with (and once after it), admin_fixes every second; yields a
     list whose length is how many nodes were resumed and held jobs released."""
-    resumed: list[int] = []
+    resumed = Fixes()
     stop = threading.Event()
 
     def watch():
@@ -136,4 +144,4 @@ def test_slurmctld_killed_hard_forgets_its_newest_jobs(faults, stack):
         # again (the forgotten jobs'), so accounting answers an older row under their id
         fleet.submit(8, first=32)
         check("slurmctld-kill9", fleet, 170, scheduler_may_lose=True, at=at(seen),
-              admin_fixes=len(resumed))
+              admin_fixes=resumed)
