@@ -1,6 +1,5 @@
 """Issue 19's decisions, pure (maintainer/decisions.py): whose record a scheduler answer
-is (a reused id), what a lookup by name means for a job the scheduler no longer shows,
-and what each class of error means for a job's step."""
+is (a reused id) and what each class of error means for a job's step."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,26 +55,7 @@ def test_a_record_without_a_name_is_taken_as_ours():
     assert D.record_verdict(NamedState("7", RUNNING, None), NAME) == D.OURS
 
 
-@pytest.mark.parametrize("verdict", [D.UNSEEN, D.REUSED])
-def test_a_job_no_one_knows_by_name_was_lost(verdict):
-    d = D.on_lookup(verdict, "7", None, "slurm", 130, 120)
-    assert d.status == "failed" and d.message.startswith("the scheduler lost this job")
-    assert "7" in d.message
-
-
-@pytest.mark.parametrize("verdict", [D.UNSEEN, D.REUSED])
-def test_a_job_found_under_another_id_is_followed_there(verdict):
-    d = D.on_lookup(verdict, "7", "9", "slurm", 130, 120)
-    assert d.status is None and d.fields == {"scheduler_id": "9"}
-    assert "9" in d.message and "7" in d.message
-
-
-def test_found_under_the_same_id_waits_then_is_lost():
-    # the name's only record is the old id: accounting remembers it, never ended
-    assert D.on_lookup(D.UNSEEN, "7", "7", "slurm", 130, 120).status is None
-    assert D.on_lookup(D.UNSEEN, "7", "7", "slurm", 240, 120).status == "failed"
-    # and the live record under that id is another job's: ours is not live
-    assert D.on_lookup(D.REUSED, "7", "7", "slurm", 0, 120).status == "failed"
+# what a lookup by name means (decisions.on_lookup): tests/unit/maintainer/test_lost_jobs.py
 
 
 @pytest.mark.parametrize("exc,action", [
