@@ -2,13 +2,20 @@
 it watches) and by the rq task (when a cancelled job is handed to a worker)."""
 from __future__ import annotations
 
+import logging
+
+from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
 from hpcbridge.connectors.spec import array_task, chunk_name, job_name
 from hpcbridge.lifecycle import JobStatus
 
 from .decisions import WATCHED
+from .throttle import Throttle
+
+log = logging.getLogger("hpcbridge.maintainer")
 
 S = JobStatus
 BEFORE_SUBMIT = (S.QUEUED, S.STAGING)
+CANCELS_PER_COMMAND = 500  # scheduler ids in one scancel
 
 
 def send(rt, job) -> str:
@@ -80,3 +87,34 @@ def _take_back_element(rt, handler, job) -> list[str]:
     rt.store.add_event(job.id, "cancel_sent", f"asked {job.hpc} to cancel {element}, "
                        "submitted with this job's sweep", touch=False)
     return [element]
+
+
+def honour_requests(rt, jobs, resend: Throttle) -> None:
+    """The poller's cycle: honour the cancel requests of queued jobs, and (re)send those of
+    jobs in the scheduler's queue when `resend` says they are due — all of a cycle in one
+    command (a cancelled sweep: its elements together). Staging and finishing jobs are
+    their worker's: it looks for the request itself."""
+    due = []
+    for job in jobs:
+        if not job.cancel_requested or job.status not in (S.QUEUED, *WATCHED):
+            continue
+        if job.status in WATCHED and job.scheduler_id:
+            if resend.due(job.id):
+                due.append(job)
+            continue
+        try:
+            send(rt, job)
+        except HPCUnavailable:
+            raise
+        except ConnectorError as exc:  # one refused cancel must not stop the polling
+            log.warning("cancel of %s: %s", job.id, exc)  # of the rest
+    for start in range(0, len(due), CANCELS_PER_COMMAND):
+        chunk = due[start:start + CANCELS_PER_COMMAND]
+        try:
+            send_many(rt, chunk)
+        except HPCUnavailable:
+            for job in chunk:
+                resend.forget(job.id)
+            raise
+        except ConnectorError as exc:
+            log.warning("cancel of %d jobs: %s", len(chunk), exc)

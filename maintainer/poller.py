@@ -40,7 +40,6 @@ from .throttle import Throttle
 log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
 
-CANCELS_PER_COMMAND = 500  # scheduler ids in one scancel
 PROBE_NAME = "hpcbridge-probe"  # no job is ever named so (job names end in a job id)
 REDIS_DOWN = (RedisConnectionError, RedisTimeout)
 RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -209,7 +208,7 @@ class Poller:
         jobs = store.active_jobs(hpc.id)
         stats["jobs"] = len(jobs)
         try:
-            self._cancels(run, jobs)
+            cancels.honour_requests(run, jobs, self._cancel_sent)
             moved = self._watch(run, hpc, jobs, stats)
             back = self._probe(run, hpc, bool(stats["watched"]))
         except HPCUnavailable as exc:
@@ -337,36 +336,6 @@ class Poller:
             self._unseen[hpc.id].pop(job.id, None)
             nameless.pop(job.id, None)
         return status
-
-    def _cancels(self, run, jobs) -> None:
-        """Honour the cancel requests of queued jobs, and (re)send those of jobs in the
-        scheduler's queue every Maintainer.cancel_resend_seconds — all of a cycle in one
-        command (a cancelled sweep: its elements together). Staging and finishing jobs are
-        their worker's: it looks for the request itself."""
-        due = []
-        for job in jobs:
-            if not job.cancel_requested or job.status not in (S.QUEUED, *WATCHED):
-                continue
-            if job.status in WATCHED and job.scheduler_id:
-                if self._cancel_sent.due(job.id):
-                    due.append(job)
-                continue
-            try:
-                cancels.send(run, job)
-            except HPCUnavailable:
-                raise
-            except ConnectorError as exc:  # one refused cancel must not stop the polling
-                log.warning("cancel of %s: %s", job.id, exc)  # of the rest
-        for start in range(0, len(due), CANCELS_PER_COMMAND):
-            chunk = due[start:start + CANCELS_PER_COMMAND]
-            try:
-                cancels.send_many(run, chunk)
-            except HPCUnavailable:
-                for job in chunk:
-                    self._cancel_sent.forget(job.id)
-                raise
-            except ConnectorError as exc:
-                log.warning("cancel of %d jobs: %s", len(chunk), exc)
 
     def _admit(self, hpc, jobs, moved: dict[str, str], force: bool = False) -> None:
         """Offer the pool the queued jobs the HPC has room for, in fair order (`force`: at
