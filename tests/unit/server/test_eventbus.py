@@ -195,7 +195,6 @@ def test_a_failing_hook_or_a_dead_redis_never_fails_a_write(store, monkeypatch):
     for _ in range(5):
         store.add_event(job, "note", "still written")
     assert len(store.events(job)) == 6
-    assert publisher.flush(5)
     assert publisher.published == 0 and publisher.dropped == 6
     assert publisher._quiet_until > 0  # one attempt, then quiet: no timeout per write
 
