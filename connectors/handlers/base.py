@@ -64,15 +64,7 @@ class SchedulerHandler(abc.ABC):
         """Submit many jobs whose batch scripts were written (batch_script): per spec, the
         scheduler's id or the error that refused it. The default submits one by one; a
         connection error raises (nothing known of the rest)."""
-        out: list[str | Exception] = []
-        for spec in specs:
-            try:
-                out.append(await self.submit(spec))
-            except HPCUnavailable:
-                raise
-            except ConnectorError as exc:
-                out.append(exc)
-        return out
+        return await one_by_one(self.submit, specs)
 
     async def submit_array(self, array: ArraySpec) -> str:
         """Submit a sweep as one job array whose elements are staged; the array's id."""
@@ -82,15 +74,7 @@ class SchedulerHandler(abc.ABC):
         """Submit a sweep's arrays (MaxArraySize cuts a large sweep in several): per array
         its id or the error that refused it. The default submits one by one; a connection
         error raises (nothing known of the rest)."""
-        out: list[str | Exception] = []
-        for array in arrays:
-            try:
-                out.append(await self.submit_array(array))
-            except HPCUnavailable:
-                raise
-            except ConnectorError as exc:
-                out.append(exc)
-        return out
+        return await one_by_one(self.submit_array, arrays)
 
     async def find_many_by_name(self, names: Sequence[str]) -> dict[str, str]:
         """name → id of the jobs submitted under any of `names` (absent: none). The default
@@ -117,3 +101,17 @@ class SchedulerHandler(abc.ABC):
 
     async def close(self) -> None:
         await self.transport.close()
+
+
+async def one_by_one(submit, items: Sequence) -> list[str | Exception]:
+    """`submit(item)` for each item in turn: its id, or the error that refused it; a
+    connection error raises (nothing is known of the rest)."""
+    out: list[str | Exception] = []
+    for item in items:
+        try:
+            out.append(await submit(item))
+        except HPCUnavailable:
+            raise
+        except ConnectorError as exc:
+            out.append(exc)
+    return out

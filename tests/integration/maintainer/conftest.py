@@ -7,8 +7,9 @@ only ever looks at (or cancels) Slurm jobs named after its own hpcbridge jobs.""
 from __future__ import annotations
 
 import pytest
-from maintainer_support import cancel_leftovers
-from services import Services, local_hpc, remove_remote, slurm_hpc, wait_for_sshd
+from aiosmtpd.controller import Controller
+from maintainer_support import Mailbox, cancel_leftovers
+from services import Services, free_port, local_hpc, remove_remote, slurm_hpc, wait_for_sshd
 
 TOKENS = {"t-alice": "alice", "t-bob": "bob", "t-admin": "admin"}
 
@@ -50,3 +51,14 @@ def slurm_services(tmp_path, stack, redis_url, hub, request):
         finally:
             svc.stop()
             remove_remote(stack, f"hpcbridge-it/{svc.run_id}")
+
+
+@pytest.fixture
+def mailbox():
+    """A real SMTP server (aiosmtpd) on a free port, keeping every mail it accepts."""
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    box.port = controller.port
+    yield box
+    controller.stop()

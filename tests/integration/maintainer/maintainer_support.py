@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from datetime import datetime
+from email import message_from_bytes, policy
 
 import httpx
 from services import Services
@@ -147,3 +148,19 @@ def cancel_leftovers(svc: Services, stack: dict) -> None:
            if len(line.split()) == 2 and line.split()[1] in ours]
     if ids:
         remote(stack, "scancel " + " ".join(ids))
+
+
+class Mailbox:
+    """aiosmtpd's handler: every mail the SMTP server accepts, with its arrival time."""
+
+    def __init__(self):
+        self.mails = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.mails.append({"at": time.time(), "to": envelope.rcpt_tos,
+                           "message": message_from_bytes(envelope.content,
+                                                         policy=policy.default)})
+        return "250 OK"
+
+    def to(self, address: str) -> list[dict]:
+        return [m for m in self.mails if address in m["to"]]

@@ -14,10 +14,8 @@ import sys
 import threading
 import time
 from datetime import datetime
-from email import message_from_bytes, policy
 
 import pytest
-from aiosmtpd.controller import Controller
 from maintainer_support import cancel_leftovers, event_types, token
 from services import Services, free_port, remove_remote, slurm_hpc, wait_for_sshd
 from tornado import web
@@ -72,37 +70,11 @@ class Receiver:
         self.thread.join(5)
 
 
-class Mailbox:
-    """aiosmtpd's handler: every mail the SMTP server accepts, with its arrival time."""
-
-    def __init__(self):
-        self.mails = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.mails.append({"at": time.time(), "to": envelope.rcpt_tos,
-                           "message": message_from_bytes(envelope.content,
-                                                         policy=policy.default)})
-        return "250 OK"
-
-    def to(self, address: str) -> list[dict]:
-        return [m for m in self.mails if address in m["to"]]
-
-
 @pytest.fixture
 def receiver():
     r = Receiver({"/flaky": [503, 503, 200], "/gone": [404]})
     yield r
     r.stop()
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    box.port = controller.port
-    yield box
-    controller.stop()
 
 
 def notifier_config(mailbox, link_base="https://hub.example.org/services/hpcbridge") -> str:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
 from maintainer_support import cancel_leftovers, event_types, remote, token
-from services import Services, free_port, remove_remote, slurm_hpc, wait_for_sshd
-from test_notifications import Mailbox, Receiver, notifier_config, verified, wait_for
+from services import Services, remove_remote, slurm_hpc, wait_for_sshd
+from test_notifications import Receiver, notifier_config, verified, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -23,16 +22,6 @@ def receiver():
     r = Receiver()
     yield r
     r.stop()
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    box.port = controller.port
-    yield box
-    controller.stop()
 
 
 def post_sweep(http, points: list[dict], notify: dict) -> dict:
