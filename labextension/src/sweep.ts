@@ -135,7 +135,8 @@ export function buildSweep(request: ISubmitRequest, app: IApp, fields: SweepFiel
     throttle: null,
     params: null,
     grid,
-    base
+    base,
+    notify: null
   };
   return { body, size, errors };
 }
