@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
-from hpcbridge.connectors.state import RUNNING, JobState
+from hpcbridge.connectors.state import RUNNING, SUBMITTED, JobState
 from hpcbridge.lifecycle import FINAL, JobStatus
 
 S = JobStatus
@@ -41,6 +41,17 @@ def on_scheduler_state(current: str, state: JobState, scheduler: str) -> Decisio
         "outcome": outcome.value, "exit_code": state.exit_code,
         "scheduler_state": state.raw_state, "elapsed_seconds": state.elapsed_seconds,
         "cpus": state.cpus})
+
+
+def held_message(state: JobState, scheduler: str) -> str | None:
+    """What to tell the user of a pending job the scheduler holds (JobHeldAdmin, JobHeldUser,
+    "launch failed requeued held" after a controller crash): it waits until someone
+    releases it. None for any other state."""
+    reason = state.reason or ""
+    if state.status != SUBMITTED or "held" not in reason.lower():
+        return None
+    return (f"held by {scheduler} ({reason}): it waits until it is released (scontrol "
+            "release, by you or the site's administrators)")
 
 
 def final_message(outcome: str, exit_code: int | None, scheduler_state: str | None,

@@ -27,7 +27,14 @@ from hpcbridge.lifecycle import IN_SCHEDULER, JobStatus
 
 from . import cancel as cancels
 from .admission import next_to_admit
-from .decisions import NAMELESS, OURS, WATCHED, on_scheduler_state, record_verdict
+from .decisions import (
+    NAMELESS,
+    OURS,
+    WATCHED,
+    held_message,
+    on_scheduler_state,
+    record_verdict,
+)
 from .jobspec import scheduler_name
 from .logs import due_for_tail, tail_logs
 from .reconcile import reconcile, resolve_unseen
@@ -41,6 +48,7 @@ log = logging.getLogger("hpcbridge.maintainer")
 S = JobStatus
 
 PROBE_NAME = "hpcbridge-probe"  # no job is ever named so (job names end in a job id)
+HELD_TOLD_EVERY_SECONDS = 3600.0  # a job the scheduler holds: its "held" event, at most
 REDIS_DOWN = (RedisConnectionError, RedisTimeout)
 RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"""
@@ -101,6 +109,7 @@ class Poller:
         self._cancel_sent = Throttle(self.tuning.cancel_resend_seconds,
                                      self.tuning.resend_memory)
         self._looked_up = Throttle(self.tuning.lost_after_seconds, self.tuning.resend_memory)
+        self._held_told = Throttle(HELD_TOLD_EVERY_SECONDS, self.tuning.resend_memory)
         # HPC → job id → since when its record was not its own, and since when it has
         # been nameless (each HPC's thread its own)
         self._unseen: dict[str, dict[str, float]] = {h: {} for h in runtime.hpcs}
@@ -293,6 +302,9 @@ class Poller:
         self._nameless[hpc.id].pop(job.id, None)
         decision = on_scheduler_state(job.status, state, hpc.scheduler)
         if decision.status is None:
+            held = held_message(state, hpc.scheduler)
+            if held and self._held_told.due(job.id):  # said again at most hourly
+                self.rt.store.add_event(job.id, "waiting", held, touch=False)
             return None
         if decision.status == S.FINISHING and job.status == S.SUBMITTED:
             # it ran and ended between two polls: record that it started

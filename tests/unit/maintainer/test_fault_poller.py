@@ -162,3 +162,30 @@ def test_an_hpc_that_comes_back_gets_its_queued_jobs_offered_at_once(runtime, tm
     poller.cycle(hpc)  # it answers again: its queued jobs go out now, not in 30 s
     assert offered == [job.id, job.id]
     assert runtime.store.hpc_state("local").reachable is True
+
+
+def test_a_job_the_scheduler_holds_is_told_once_why_it_waits(runtime, tmp_path):
+    add_app(runtime.store, tmp_path)
+    job = new_job(runtime.store)
+    runtime.store.update_job(job.id, status="submitted", scheduler_id="4242")
+    name = f"hpcbridge-{job.id}"
+    handler = faulty(runtime)
+    handler.faults["status_many"] = lambda ids: {
+        i: NamedState(i, "submitted", name, "PENDING", reason="launch failed requeued held")
+        for i in ids}
+    poller = Poller(runtime, threading.Event())
+    for _ in range(3):
+        poller.cycle(runtime.hpcs["local"])
+    held = [e for e in runtime.store.events(job.id) if e.type == "waiting"]
+    assert len(held) == 1, held
+    assert "held by local (launch failed requeued held)" in held[0].message
+    assert "released" in held[0].message
+    assert runtime.store.get_job(job.id).status == "submitted"
+    # a job pending for an ordinary reason says nothing
+    other = new_job(runtime.store)
+    runtime.store.update_job(other.id, status="submitted", scheduler_id="4343")
+    handler.faults["status_many"] = lambda ids: {
+        i: NamedState(i, "submitted", f"hpcbridge-{other.id}" if i == "4343" else name,
+                      "PENDING", reason="Priority") for i in ids}
+    poller.cycle(runtime.hpcs["local"])
+    assert "waiting" not in events(runtime.store, other.id)
