@@ -4,6 +4,7 @@
         <app files>      copied from the app's folder
         data/            the user's upload (if any)
         job.json         the job's parameters and resources
+        .hpcbridge-exit  the batch script's exit status, once it ended
         result/          what the job leaves for the user (collected at the end)
         stdout.log       the scheduler's output files
         stderr.log
@@ -32,6 +33,9 @@ STDERR = "stderr.log"
 LOG_FILES = {"stdout": STDOUT, "stderr": STDERR}
 # what stage-out brings home besides result/
 COLLECTED_FILES = (STDOUT, STDERR, JOB_JSON)
+# the batch script's exit status, written by its EXIT trap: proof that a job the scheduler
+# lost (a controller that forgot it) ran to its end anyway (never collected)
+EXIT_MARKER = ".hpcbridge-exit"
 
 
 def safe_user_dir(user: str) -> str:

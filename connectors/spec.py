@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, field_validator
 
-from .layout import STDERR, STDOUT, WorkDir
+from .layout import EXIT_MARKER, STDERR, STDOUT, WorkDir
 
 # Values that end up in #SBATCH lines are parsed by sbatch, not by a shell, so they
 # cannot be quoted: they are restricted to safe characters instead. Checked with
@@ -121,6 +121,7 @@ def render_batch_script(spec: JobSpec, prelude: Sequence[str] = ()) -> str:
     lines += prelude
     lines.append("set -eo pipefail")
     lines += _exports(spec.environment)
+    lines += _exit_marker(shlex.quote(spec.workdir))
     lines.append(f"cd {shlex.quote(spec.workdir)}")
     lines.append(spec.command)
     return "\n".join(lines) + "\n"
@@ -147,6 +148,18 @@ def _sbatch_lines(spec: JobSpec, stdout: str, stderr: str) -> list[str]:
     if spec.account:
         lines.append(f"#SBATCH --account={spec.account}")
     return lines
+
+
+def _exit_marker(workdir: str) -> list[str]:
+    """The script's exit status into its work dir when it ends (set -e, the command's own
+    exit, or a signal: bash killed by one would run the EXIT trap with a stale $?, hence
+    the signal traps), never changing that status, even when the write fails. Read only
+    for a job the scheduler lost (maintainer/reconcile.py). `workdir`: the work dir as
+    shell text, quoted."""
+    return [f"readonly HPCBRIDGE_EXIT_MARKER={workdir}/{EXIT_MARKER}",
+            "trap 'hpcbridge_status=$?; { printf \"%d\" \"$hpcbridge_status\" > "
+            "\"$HPCBRIDGE_EXIT_MARKER\"; } 2>/dev/null || :; exit \"$hpcbridge_status\"' EXIT",
+            "trap 'exit 143' TERM; trap 'exit 130' INT; trap 'exit 129' HUP"]
 
 
 def _exports(environment: dict[str, str]) -> list[str]:
@@ -223,6 +236,7 @@ def render_array_script(array: ArraySpec, prelude: Sequence[str] = ()) -> str:
     task = '"$SLURM_ARRAY_TASK_ID"' if not array.offset else \
         f'"$((SLURM_ARRAY_TASK_ID + {int(array.offset)}))"'
     own = f"{shlex.quote(array.element_root)}/{task}"
+    lines += _exit_marker(own)
     lines.append(f". {own}/{array.params_file}")
     lines.append(f"cd {own}")
     lines.append(spec.command)

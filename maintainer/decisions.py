@@ -1,6 +1,7 @@
 """Pure decisions of the job state machine: what a scheduler's answer means for a job."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
@@ -132,6 +133,25 @@ def on_lookup(current: str, scheduler_id: str, found: JobState | None, scheduler
         return Decision(S.FAILED, f"the scheduler lost this job: {scheduler} neither queues "
                                   f"job {scheduler_id} nor recorded its end")
     return Decision(None)
+
+
+def exit_marker_status(data: bytes) -> int | None:
+    """A job's exit marker (layout.EXIT_MARKER: the job's own file, so untrusted) as an
+    exit status 0..255; None for anything else."""
+    text = data.strip()
+    if not re.fullmatch(rb"[0-9]{1,3}", text) or int(text) > 255:
+        return None
+    return int(text)
+
+
+def ended_though_lost(code: int, scheduler_id: str, scheduler: str) -> Decision:
+    """A job the scheduler lost whose exit marker says it ran to its end (slurmd finishes
+    a job its controller forgot): collected as ended, not failed as lost."""
+    outcome = S.SUCCEEDED if code == 0 else S.FAILED
+    return Decision(S.FINISHING, f"{scheduler} lost the record of job {scheduler_id}, but "
+                                 f"the job ran to its end (exit code {code}); collecting "
+                                 f"{'results' if code == 0 else 'logs'}",
+                    {"outcome": outcome.value, "exit_code": code})
 
 
 # --- what a remote error means for a job -------------------------------------------------

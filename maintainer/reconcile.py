@@ -6,11 +6,13 @@ import datetime as dt
 from collections.abc import Callable
 
 from hpcbridge.clock import aware, utcnow
+from hpcbridge.connectors.errors import ConnectorError, HPCUnavailable
+from hpcbridge.connectors.layout import EXIT_MARKER
 from hpcbridge.connectors.spec import element_array_name, job_name
 from hpcbridge.connectors.state import UNKNOWN, JobState
 from hpcbridge.lifecycle import JobStatus
 
-from .decisions import on_lookup
+from .decisions import Decision, ended_though_lost, exit_marker_status, on_lookup
 from .liveness import alive_workers
 
 CLAIMED_STEPS = (JobStatus.STAGING, JobStatus.FINISHING)  # steps a worker holds a job in
@@ -51,6 +53,8 @@ def resolve_unseen(rt, hpc, job, unseen_seconds: float, offer: Callable[..., Non
     found = _find(rt, rt.handlers[hpc.id], job)
     decision = on_lookup(job.status, job.scheduler_id, found, hpc.scheduler, unseen_seconds,
                          rt.tuning.lost_after_seconds, by_id, nameless_seconds)
+    if decision.status == JobStatus.FAILED:  # lost, unless it ran to its end all the same
+        decision = _ended_anyway(rt, hpc, job) or decision
     if decision.status is None:
         if decision.fields:
             rt.store.update_job(job.id, **decision.fields)
@@ -66,6 +70,23 @@ def resolve_unseen(rt, hpc, job, unseen_seconds: float, offer: Callable[..., Non
     if moved and decision.status == JobStatus.FINISHING:
         offer(job.id, hpc.id, force=True)
     return decision.status if moved else None
+
+
+def _ended_anyway(rt, hpc, job) -> Decision | None:
+    """A job the scheduler lost may have run to its end all the same: its exit marker
+    (written by the batch script's EXIT trap) says so, and how. A missing or unreadable
+    marker: it is lost. A connection error raises (unknown: ask again)."""
+    if not job.remote_dir:
+        return None
+    try:
+        data = rt.run(rt.handlers[hpc.id].transport.read_range(
+            f"{job.remote_dir}/{EXIT_MARKER}", 0, 16))
+    except HPCUnavailable:
+        raise
+    except ConnectorError:  # the job's own file unreadable (or not a file): no proof
+        return None
+    code = exit_marker_status(data)
+    return None if code is None else ended_though_lost(code, job.scheduler_id, hpc.scheduler)
 
 
 def _find(rt, handler, job) -> JobState | None:

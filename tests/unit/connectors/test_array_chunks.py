@@ -15,7 +15,7 @@ import pytest
 
 from hpcbridge.connectors.config import HPCConfig
 from hpcbridge.connectors.handlers import SlurmHandler
-from hpcbridge.connectors.layout import PARAMS_FILE, SweepDir
+from hpcbridge.connectors.layout import EXIT_MARKER, PARAMS_FILE, SweepDir
 from hpcbridge.connectors.spec import (
     ArraySpec,
     JobSpec,
@@ -147,6 +147,7 @@ def test_every_element_runs_in_its_own_folder_and_logs_there(tmp_path):
                            env={"SLURM_ARRAY_TASK_ID": str(task), "PATH": os.environ["PATH"]})
             element = root / "elements" / str(index)
             assert (element / "seen").read_text() == f"{index} {element}"
+            assert (element / EXIT_MARKER).read_text() == "0"  # in its own folder too
             output = next(line.split("=", 1)[1] for line in text.decode().splitlines()
                           if line.startswith("#SBATCH --output="))
             with open(output.replace("%a", str(task)), "w") as log:

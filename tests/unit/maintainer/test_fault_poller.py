@@ -189,3 +189,41 @@ def test_a_job_the_scheduler_holds_is_told_once_why_it_waits(runtime, tmp_path):
                       "PENDING", reason="Priority") for i in ids}
     poller.cycle(runtime.hpcs["local"])
     assert "waiting" not in events(runtime.store, other.id)
+
+
+@pytest.mark.parametrize("marker,status,message", [
+    (b"0", "finishing", "ran to its end (exit code 0); collecting results"),
+    (b"3\n", "finishing", "ran to its end (exit code 3); collecting logs"),
+    (b"rm -rf /", "failed", "the scheduler lost this job"),  # the job's file: untrusted
+    (b"999", "failed", "the scheduler lost this job"),
+    (None, "failed", "the scheduler lost this job"),  # never ended, or never ran
+    ("fifo", "failed", "the scheduler lost this job"),  # never opened, never waited on
+])
+def test_a_lost_job_whose_exit_marker_says_it_ended_is_collected(make, tmp_path, marker,
+                                                                   status, message):
+    import os
+
+    from hpcbridge.connectors.layout import EXIT_MARKER
+    rt = make(lost_after_seconds=0.2)
+    add_app(rt.store, tmp_path)
+    job = running_job(rt.store)
+    workdir = tmp_path / "work-local" / "alice" / job.id
+    workdir.mkdir(parents=True)
+    rt.store.update_job(job.id, remote_dir=str(workdir))
+    if marker == "fifo":
+        os.mkfifo(workdir / EXIT_MARKER)
+    elif marker is not None:
+        (workdir / EXIT_MARKER).write_bytes(marker)
+    handler = faulty(rt)
+    handler.faults["status_many"] = lambda ids: {}  # the controller forgot it
+    handler.faults["find_by_name"] = lambda name: None  # and nobody knows its name
+    poller, hpc = Poller(rt, threading.Event()), rt.hpcs["local"]
+    poller.cycle(hpc)
+    time.sleep(0.3)
+    poller.cycle(hpc)
+    got = rt.store.get_job(job.id)
+    assert got.status == status, got
+    assert message in got.message
+    if status == "finishing":
+        assert got.outcome == ("succeeded" if marker == b"0" else "failed")
+        assert got.exit_code == int(marker)
