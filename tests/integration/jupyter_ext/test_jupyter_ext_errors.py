@@ -80,8 +80,8 @@ def test_retry_key_and_stream_resume_point_reach_the_middleware(jupyter_server,
     fake_middleware.answers["/api/v1/jobs"] = (201, "application/json", b'{"id": "x"}')
     fake_middleware.answers["/api/v1/events/stream"] = (200, "text/event-stream", b"")
     server = jupyter_server({"HPCBRIDGE_URL": fake_middleware.url, "HPCBRIDGE_TOKEN": "t"})
-    assert server.http.post("api/jobs", json={"app": "hello"},
-                            headers={"Idempotency-Key": "k-1"}).status_code == 201
+    r = server.http.post("api/jobs", json={"app": "hello"}, headers={"Idempotency-Key": "k-1"})
+    assert r.status_code == 201, (r.text, fake_middleware.answers, fake_middleware.requests)
     server.http.get("api/events/stream", headers={"Last-Event-ID": "42"})
     seen = {path.split("?")[0]: {k.lower(): v for k, v in headers.items()}  # any case
             for _, path, headers in fake_middleware.requests}
