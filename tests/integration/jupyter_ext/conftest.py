@@ -122,8 +122,20 @@ def lab(slurm_middleware, hub, tmp_path_factory):
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
+    def _read_body(self) -> bytes:
+        """The whole request body, before answering, as a real middleware reads it: the
+        extension streams a POST's body chunked, and an answer sent before its end (the
+        connection then closed) made the extension's upload fail now and then."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b""
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            body += self.rfile.read(size + 2)[:size]  # each chunk ends with CRLF
+        self.rfile.readline()  # the CRLF after the last (empty) chunk: no trailers here
+        return body
+
     def _answer(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._read_body()
         self.server.requests.append((self.command, self.path, dict(self.headers)))
         status, ctype, body = self.server.answers.get(
             self.path.split("?")[0], (404, "application/json", json.dumps(
