@@ -37,7 +37,7 @@ from .decisions import (
 )
 from .jobspec import scheduler_name
 from .logs import due_for_tail, tail_logs
-from .reconcile import reconcile, resolve_unseen
+from .reconcile import move_on, reconcile, resolve_unseen
 from .runtime import Runtime
 from .sessions import watch_sessions
 from .stats import count_commands_of, measured
@@ -306,15 +306,7 @@ class Poller:
             if held and self._held_told.due(job.id):  # said again at most hourly
                 self.rt.store.add_event(job.id, "waiting", held, touch=False)
             return None
-        if decision.status == S.FINISHING and job.status == S.SUBMITTED:
-            # it ran and ended between two polls: record that it started
-            self.rt.store.transition(job.id, S.RUNNING, f"running on {hpc.scheduler}",
-                                     expect=[S.SUBMITTED])
-        moved = self.rt.store.transition(job.id, decision.status, decision.message,
-                                         expect=WATCHED, **(decision.fields or {}))
-        if moved and decision.status == S.FINISHING:
-            self.offer(job.id, hpc.id, force=True)
-        return decision.status if moved else None
+        return move_on(self.rt, hpc, job, decision, self.offer)
 
     def _unseen_job(self, run, hpc, job, verdict: str, state, stats: dict) -> str | None:
         """A job whose record is missing, not final yet, or another job's: looked up by

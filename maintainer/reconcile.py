@@ -12,7 +12,13 @@ from hpcbridge.connectors.spec import element_array_name, job_name
 from hpcbridge.connectors.state import UNKNOWN, JobState
 from hpcbridge.lifecycle import JobStatus
 
-from .decisions import Decision, ended_though_lost, exit_marker_status, on_lookup
+from .decisions import (
+    WATCHED,
+    Decision,
+    ended_though_lost,
+    exit_marker_status,
+    on_lookup,
+)
 from .liveness import alive_workers
 
 CLAIMED_STEPS = (JobStatus.STAGING, JobStatus.FINISHING)  # steps a worker holds a job in
@@ -60,13 +66,20 @@ def resolve_unseen(rt, hpc, job, unseen_seconds: float, offer: Callable[..., Non
             rt.store.update_job(job.id, **decision.fields)
             rt.store.add_event(job.id, "scheduler_id", decision.message)
         return None
+    return move_on(rt, hpc, job, decision, offer)
+
+
+def move_on(rt, hpc, job, decision: Decision, offer: Callable[..., None]) -> str | None:
+    """A watched job moved as `decision` says (the poller's status answers and the lookups
+    by name): a job that ended without ever being seen running is recorded as started
+    first, and one now `finishing` is offered at once for collection. The status it was
+    moved to, if any."""
     if decision.status == JobStatus.FINISHING and job.status == JobStatus.SUBMITTED:
-        # it ran and ended while its record by id was another job's: record the start
+        # it ran and ended between two looks: record that it started
         rt.store.transition(job.id, JobStatus.RUNNING, f"running on {hpc.scheduler}",
                             expect=[JobStatus.SUBMITTED])
     moved = rt.store.transition(job.id, decision.status, decision.message,
-                                expect=[JobStatus.SUBMITTED, JobStatus.RUNNING],
-                                **(decision.fields or {}))
+                                expect=WATCHED, **(decision.fields or {}))
     if moved and decision.status == JobStatus.FINISHING:
         offer(job.id, hpc.id, force=True)
     return decision.status if moved else None
